@@ -1,0 +1,147 @@
+"""Base class of the evaluation suites: callbacks that measure a model on test batches."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import Tensor, nn
+
+from robustlit.attacks import eval_mode
+from robustlit.module import unpack_batch
+from robustlit.reporting.schema import Metric
+
+STAGES = ("test", "validate")
+
+
+class EvaluationSuite(L.Callback):
+    """Measure the model on every test (or validation) batch and report metrics at epoch end.
+
+    Works on any LightningModule whose forward maps images in [0, 1] to logits; it needs nothing
+    from the model's own ``test_step``. Gradient-based suites run inside
+    ``torch.inference_mode(False)``, so users never have to set ``Trainer(inference_mode=False)``.
+    Samples are numbered by their position in the (unshuffled) loader; these ids seed per-sample
+    noise, so results do not depend on the batch size.
+
+    Subclasses set :attr:`suite` and implement :meth:`reset`, :meth:`update` and :meth:`compute`.
+
+    Args:
+        limit: Only evaluate the first ``limit`` samples (``None``: all of them).
+        stages: Loops to run in: ``"test"`` and/or ``"validate"`` (validation runs during fit too).
+
+    Example:
+        >>> class Count(EvaluationSuite):
+        ...     suite = "count"
+        ...     def reset(self):
+        ...         self.n = 0
+        ...     def update(self, model, x, y, sample_ids):
+        ...         self.n += len(y)
+        ...     def compute(self):
+        ...         return [Metric(self.suite, "n", self.n)]
+        >>> Count(limit=100).limit
+        100
+    """
+
+    suite: str = "suite"
+
+    def __init__(self, limit: int | None = None, stages: tuple[str, ...] | list[str] = ("test",)) -> None:
+        if limit is not None and limit < 1:
+            raise MisconfigurationException(f"{type(self).__name__} limit must be positive or null, got {limit}")
+        unknown = set(stages) - set(STAGES)
+        if unknown:
+            raise MisconfigurationException(
+                f"{type(self).__name__} stages {sorted(unknown)} are unknown; choose from {', '.join(STAGES)}"
+            )
+        self.limit = limit
+        self.stages = tuple(stages)
+        self.results: list[Metric] = []
+        self.seconds = 0.0
+        self._offset = 0
+
+    def reset(self) -> None:
+        """Clear the accumulated state before an epoch."""
+        raise NotImplementedError
+
+    def update(self, model: nn.Module, x: Tensor, y: Tensor, sample_ids: Tensor) -> None:
+        """Accumulate statistics for one batch (gradients are enabled)."""
+        raise NotImplementedError
+
+    def compute(self) -> list[Metric]:
+        """Metrics of everything seen since :meth:`reset`."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, loader: Any) -> list[Metric]:
+        """Run the suite over a data loader without a Trainer.
+
+        Example:
+            >>> metrics = CalibrationSuite().evaluate(model, test_loader)  # doctest: +SKIP
+        """
+        self._start()
+        with eval_mode(model):
+            for batch in loader:
+                self._process(model, batch)
+        return self._finish(None)
+
+    def _start(self) -> None:
+        self.reset()
+        self._offset = 0
+        self.seconds = 0.0
+
+    def _process(self, model: nn.Module, batch: Any) -> None:
+        x, y = unpack_batch(batch)
+        start = self._offset
+        count = x.shape[0] if self.limit is None else max(0, min(x.shape[0], self.limit - start))
+        self._offset += x.shape[0]
+        if count == 0:
+            return
+        began = time.perf_counter()
+        with torch.inference_mode(False), torch.enable_grad():
+            x, y = x[:count].clone(), y[:count].clone()
+            ids = torch.arange(start, start + count, device=x.device)
+            self.update(model, x, y, ids)
+        self.seconds += time.perf_counter() - began
+
+    def _finish(self, pl_module: L.LightningModule | None) -> list[Metric]:
+        self.results = self.compute()
+        if pl_module is not None and pl_module._trainer is not None:
+            for metric in self.results:
+                context = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in metric.context.items())
+                key = f"{metric.key}[{context}]" if context else metric.key
+                pl_module.log(key, metric.value)
+        return self.results
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Reset before the test loop."""
+        if "test" in self.stages:
+            self._start()
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Evaluate one test batch."""
+        if "test" in self.stages:
+            self._process(pl_module, batch)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Compute and log the metrics."""
+        if "test" in self.stages:
+            self._finish(pl_module)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Reset before the validation loop."""
+        if "validate" in self.stages and not trainer.sanity_checking:
+            self._start()
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Evaluate one validation batch."""
+        if "validate" in self.stages and not trainer.sanity_checking:
+            self._process(pl_module, batch)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Compute and log the metrics."""
+        if "validate" in self.stages and not trainer.sanity_checking:
+            self._finish(pl_module)
