@@ -1,0 +1,111 @@
+"""Turn a composed config into a datamodule, callbacks, suites and a Trainer, with clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from robustlit.cli.app import user_message
+from robustlit.errors import ConfigError, InputShapeError
+from robustlit.module import unpack_batch
+from robustlit.suites import CleanSuite, EvaluationSuite
+
+
+def instantiate_option(node: Any, where: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with errors rewritten to name the config option.
+
+    Example:
+        >>> instantiate_option(OmegaConf.create({"_target_": "builtins.dict", "a": 1}), "x")
+        {'a': 1}
+    """
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as error:  # noqa: BLE001 - re-raised unchanged unless it is a user error
+        message = user_message(error)
+        if message is None:
+            raise
+        raise ConfigError(f"invalid {where}: {message}") from error
+
+
+def build_datamodule(cfg: DictConfig, stage: str) -> Any:
+    """Instantiate ``cfg.data`` and run its ``prepare_data`` and ``setup(stage)``."""
+    datamodule = instantiate_option(cfg.data, "data")
+    datamodule.prepare_data()
+    datamodule.setup(stage)
+    return datamodule
+
+
+def build_optional(cfg: DictConfig, key: str) -> Any:
+    """Instantiate ``cfg[key]`` (for example a partial optimizer), or return ``None`` if it is unset."""
+    node = cfg.get(key)
+    return None if node is None else instantiate_option(node, key)
+
+
+def build_section(cfg: DictConfig, section: str) -> list[Any]:
+    """Instantiate every entry of a name → config mapping such as ``regularizer`` or ``evaluation``."""
+    node = cfg.get(section)
+    if node is None:
+        return []
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{section} must map names to configs, got {OmegaConf.to_yaml(node).strip()!r}")
+    return [instantiate_option(item, f"{section}.{name}") for name, item in node.items()]
+
+
+def build_suites(cfg: DictConfig) -> list[EvaluationSuite]:
+    """The configured evaluation suites, with clean accuracy always first."""
+    suites = build_section(cfg, "evaluation")
+    if not any(isinstance(suite, CleanSuite) for suite in suites):
+        suites.insert(0, CleanSuite())
+    return suites
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], output_dir: Path, checkpoints: bool) -> L.Trainer:
+    """Instantiate ``cfg.trainer`` with our callbacks, a CSV logger and (optionally) a last-epoch checkpoint."""
+    callbacks = list(callbacks)
+    enable_checkpointing = checkpoints and cfg.trainer.get("enable_checkpointing", True)
+    if enable_checkpointing:
+        callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0))
+    logger = CSVLogger(save_dir=str(output_dir), name="logs", version="")
+    return instantiate_option(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=str(output_dir),
+        enable_checkpointing=enable_checkpointing,
+    )
+
+
+def check_model_fits_data(model: nn.Module, datamodule: Any, option: str = "model") -> None:
+    """Run one test batch through ``model`` and explain any shape or class-count mismatch.
+
+    Raises:
+        InputShapeError: If the forward pass fails or the logits do not match the data's classes.
+    """
+    batch = next(iter(datamodule.test_dataloader()))
+    inputs, _ = unpack_batch(batch)
+    inputs = inputs[:2]
+    shape = tuple(inputs.shape[1:])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(inputs)
+    except (RuntimeError, ValueError, AssertionError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputShapeError(
+            f"{option} cannot take inputs of shape {shape} from data={datamodule.name} ({detail}); "
+            "match data.image_size/data.channels to the model, or pick another model"
+        ) from None
+    finally:
+        model.train(was_training)
+    if logits.ndim != 2 or logits.shape[1] != datamodule.num_classes:
+        raise InputShapeError(
+            f"{option} outputs {tuple(logits.shape[1:])} scores per image but data={datamodule.name} has "
+            f"{datamodule.num_classes} classes; use a model trained on this data"
+        )

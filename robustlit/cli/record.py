@@ -1,0 +1,65 @@
+"""Assemble ``robustness_report.json`` from a finished run."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import robustlit
+from robustlit.models import describe_model
+from robustlit.reporting import Artifact, DataInfo, ModelInfo, Report, RunInfo
+from robustlit.suites import EvaluationSuite
+
+
+def utc_now() -> str:
+    """Current UTC time in ISO 8601 with a ``Z`` suffix."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def git_sha(cwd: Path | None = None) -> str | None:
+    """The commit checked out in ``cwd`` (the current directory by default), or ``None``."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
+
+
+def build_report(
+    cfg: DictConfig,
+    *,
+    run_type: str,
+    started_at: str,
+    model: nn.Module,
+    model_name: str | None,
+    checkpoint: str | None,
+    datamodule: Any,
+    suites: list[EvaluationSuite],
+    timings: dict[str, float],
+    artifacts: list[Artifact],
+) -> Report:
+    """Collect run, model, data, metrics, timings and artifacts into a :class:`Report`."""
+    described = describe_model(model)
+    data = datamodule.describe()
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    metrics = [metric for suite in suites for metric in suite.results]
+    suite_timings = {f"suite/{suite.suite}": round(suite.seconds, 3) for suite in suites}
+    return Report(
+        run=RunInfo(
+            id=uuid.uuid4().hex, name=str(cfg.get("name") or run_type), type=run_type, seed=cfg.get("seed"),
+            started_at=started_at, finished_at=utc_now(), config=config, git_sha=git_sha(),
+            robustlit_version=robustlit.__version__,
+        ),
+        model=ModelInfo(name=model_name or described["name"], params=described["params"], checkpoint=checkpoint),
+        data=DataInfo(name=data["name"], n_test=data["n_test"], fingerprint=data["fingerprint"]),
+        metrics=metrics,
+        timings={**{k: round(v, 3) for k, v in timings.items()}, **suite_timings},
+        artifacts=artifacts,
+    )
+

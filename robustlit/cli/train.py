@@ -1,0 +1,86 @@
+"""``robustlit-train``: fit a model with the chosen recipe, then run the evaluation suites.
+
+Example:
+    robustlit-train data=digits recipe=pgd_at_ls evaluation=[adversarial,calibration]
+    robustlit-train -m recipe=baseline,pgd_at_ls seed=1,2
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from robustlit.cli.build import (
+    build_datamodule,
+    build_optional,
+    build_section,
+    build_suites,
+    build_trainer,
+    check_model_fits_data,
+)
+from robustlit.cli.record import build_report, utc_now
+from robustlit.errors import ConfigError
+from robustlit.module import RobustClassifier
+from robustlit.reporting import Artifact, Report, print_report, write_report
+
+
+def train(cfg: DictConfig, *, verbose: bool = True) -> tuple[Report, Path]:
+    """Fit ``cfg``'s model with its regularizers, evaluate it and write ``robustness_report.json``.
+
+    Args:
+        cfg: A composed ``train`` config (see ``conf/train.yaml``); ``cfg.output_dir`` receives
+            the report, the last checkpoint and the CSV logs.
+        verbose: Print the metrics table and the report path.
+
+    Returns:
+        The report and the path it was written to.
+
+    Example:
+        >>> from hydra import compose, initialize_config_dir
+        >>> with initialize_config_dir(str(config_dir()), version_base=None):  # doctest: +SKIP
+        ...     cfg = compose("train", overrides=["trainer=debug", "output_dir=/tmp/run"])
+        >>> report, path = train(cfg)  # doctest: +SKIP
+    """
+    started_at = utc_now()
+    output_dir = Path(cfg.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg, "fit")
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    if spec.get("checkpoint"):
+        raise ConfigError("robustlit-train builds a fresh model; drop model.checkpoint, or use robustlit-eval for "
+                          "a trained checkpoint")
+    model = RobustClassifier(
+        model=spec, num_classes=datamodule.num_classes, in_channels=datamodule.in_channels,
+        mean=tuple(datamodule.mean), std=tuple(datamodule.std),
+        optimizer=build_optional(cfg, "optimizer"), scheduler=build_optional(cfg, "scheduler"),
+    )
+    datamodule.setup("test")
+    check_model_fits_data(model, datamodule)
+    suites = build_suites(cfg)
+    trainer = build_trainer(cfg, [*build_section(cfg, "regularizer"), *suites], output_dir, checkpoints=True)
+    began = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - began
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    checkpoint = output_dir / "checkpoints" / "last.ckpt"
+    artifacts = [Artifact("metrics.csv", "table", str(output_dir / "logs" / "metrics.csv"))]
+    if checkpoint.is_file():
+        artifacts.append(Artifact(checkpoint.name, "checkpoint", str(checkpoint)))
+    report = build_report(
+        cfg, run_type="train", started_at=started_at, model=model.model, model_name=str(spec.get("arch")),
+        checkpoint=str(checkpoint) if checkpoint.is_file() else None, datamodule=datamodule, suites=suites,
+        timings={"fit": fit_seconds}, artifacts=artifacts,
+    )
+    path = write_report(report, output_dir)
+    if verbose:
+        print_report(report)
+        print(f"report: {path}")
+    return report, path
+
+
+def run(cfg: DictConfig) -> None:
+    """Task of the Hydra app: :func:`train` with printed results."""
+    train(cfg)
