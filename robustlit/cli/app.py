@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,18 +54,22 @@ def user_message(error: BaseException) -> str | None:
         else:
             message = str(error).strip().splitlines()[-1]
         return message.splitlines()[0]
-    # Lightning is imported lazily so that argument errors are reported before its slow import.
-    from lightning.pytorch.utilities.exceptions import MisconfigurationException
-
-    if isinstance(error, RobustlitError | MisconfigurationException):
+    if isinstance(error, RobustlitError | OmegaConfBaseException) or _is_misconfiguration(error):
         lines = str(error).strip().splitlines()
         if len(lines) > 1 and lines[0].startswith("Caught "):
             # re-raised from a DataLoader worker: the original message ends the embedded traceback
             return lines[-1].split(": ", 1)[-1]
         return lines[0]
-    if isinstance(error, OmegaConfBaseException):
-        return str(error).strip().splitlines()[0]
     return None
+
+
+def _is_misconfiguration(error: BaseException) -> bool:
+    """Whether ``error`` is Lightning's MisconfigurationException, without importing Lightning (slow) otherwise."""
+    if "lightning" not in sys.modules:
+        return False
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    return isinstance(error, MisconfigurationException)
 
 
 def exit_on_user_error(program: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -93,6 +98,12 @@ def exit_on_user_error(program: str) -> Callable[[Callable[..., T]], Callable[..
     return decorate
 
 
+def silence_known_warnings() -> None:
+    """Hide third-party warnings that users cannot act on (Lightning's use of a deprecated torch API)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.load` is deprecated")
+
+
 def run_hydra_app(program: str, config_name: str, task: str) -> None:
     """Check group overrides, then run ``task`` as a Hydra app over ``config_name``.
 
@@ -110,6 +121,7 @@ def run_hydra_app(program: str, config_name: str, task: str) -> None:
     except ConfigError as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    silence_known_warnings()
     module_name, function_name = task.split(":")
     function = getattr(importlib.import_module(module_name), function_name)
     hydra.main(version_base=None, config_path=str(root), config_name=config_name)(

@@ -91,6 +91,13 @@ def check_model_fits_data(model: nn.Module, datamodule: Any, option: str = "mode
     inputs, _ = unpack_batch(batch)
     inputs = inputs[:2]
     shape = tuple(inputs.shape[1:])
+    expected = _first_conv_channels(model)
+    if expected is not None and expected != shape[0]:
+        # checked up front: a (1, C, 1, 1) normalization would silently broadcast grayscale to C channels
+        raise InputShapeError(
+            f"{option} expects {expected}-channel images but data={datamodule.name} gives {shape[0]} "
+            f"(shape {shape}); set data.channels={expected} or use a {shape[0]}-channel model"
+        )
     was_training = model.training
     model.eval()
     try:
@@ -109,3 +116,11 @@ def check_model_fits_data(model: nn.Module, datamodule: Any, option: str = "mode
             f"{option} outputs {tuple(logits.shape[1:])} scores per image but data={datamodule.name} has "
             f"{datamodule.num_classes} classes; use a model trained on this data"
         )
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    """Input channels of the first 4-D (convolution) weight, or ``None`` for models without one."""
+    for parameter in model.parameters():
+        if parameter.ndim == 4:
+            return int(parameter.shape[1])
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +30,13 @@ def run_demo(output_root: Path, recipes: Sequence[str] = DEMO_RECIPES, overrides
     """
     from hydra import compose, initialize_config_dir
 
-    from robustlit.cli.app import config_dir
+    from robustlit.cli.app import config_dir, silence_known_warnings
     from robustlit.cli.train import train
 
     console = Console()
+    # The demo shows its own progress; Lightning's hardware banner and tips would only add noise.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    silence_known_warnings()
     reports, paths = [], []
     began = time.perf_counter()
     with initialize_config_dir(str(config_dir()), version_base=None):

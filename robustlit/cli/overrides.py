@@ -59,5 +59,7 @@ def check_group_overrides(overrides: Iterable[str], config_dir: Path) -> None:
         if options is None or values is None:
             continue
         for value in values:
-            if value not in options and value != "null":
+            if value == "null":
+                raise ConfigError(f"{group}=null does not remove a config group; write ~{group} instead")
+            if value not in options:
                 raise ConfigError(f"unknown {group} option {value!r}; choose one of: {', '.join(options)}")
