@@ -1,6 +1,5 @@
 import inspect
 import pickle
-import tarfile
 from pathlib import Path
 
 import hydra
@@ -22,11 +21,6 @@ from robustlit.data import (
 from robustlit.errors import ConfigError, DataError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
-
-
-def shared_dir() -> Path:
-    """The ``shared`` folder that sits beside the repository checkout."""
-    return Path(__file__).resolve().parents[2] / "shared"
 
 
 def collect(loader):
@@ -411,13 +405,8 @@ def test_conf_instantiates(split_tree):
 
 
 @pytest.mark.slow
-def test_cifar10_jpeg_test_split(tmp_path):
-    archive = shared_dir() / "data" / "cifar10-jpeg.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} not found; it holds the CIFAR-10 JPEG copy used by the slow tests")
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp_path, members=[m for m in tar if m.name.startswith("test/")], filter="data")
-    dm = ImageFolderDataModule(tmp_path / "test", batch_size=500)
+def test_cifar10_jpeg_test_split(cifar10_test_dir):
+    dm = ImageFolderDataModule(cifar10_test_dir, batch_size=500)
     assert not dm.has_train and dm.num_classes == 10
     assert dm.class_names == CIFAR10DataModule.class_names
     assert dm.image_size == 32 and len(dm.test_dataset) == 10000

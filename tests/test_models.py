@@ -23,16 +23,8 @@ from robustlit.models import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 DATA = {"num_classes": 10, "in_channels": 3, "mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
 FORMATS = ("state_dict", "torchscript", "export", "lightning")
-
-
-def shared_model(name: str) -> Path:
-    path = SHARED_MODELS / name
-    if not path.is_file():
-        pytest.skip(f"reference model {path} not found; it lives in the shared/ folder next to the repo")
-    return path
 
 
 def spec(arch: str, **options) -> dict:
@@ -50,12 +42,12 @@ def input_grad(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def reference() -> dict[str, nn.Module]:
+def reference(shared) -> dict[str, nn.Module]:
     """The shared smallcnn_std model loaded from each of its three formats."""
     return {
-        "state_dict": load_checkpoint(shared_model("smallcnn_std.state_dict.pt"), arch_builder=SmallCNN),
-        "torchscript": load_checkpoint(shared_model("smallcnn_std.torchscript.pt")),
-        "export": load_checkpoint(shared_model("smallcnn_std.pt2")),
+        "state_dict": load_checkpoint(shared("models/smallcnn_std.state_dict.pt"), arch_builder=SmallCNN),
+        "torchscript": load_checkpoint(shared("models/smallcnn_std.torchscript.pt")),
+        "export": load_checkpoint(shared("models/smallcnn_std.pt2")),
     }
 
 
@@ -91,8 +83,8 @@ def load_tiny(tiny, fmt: str) -> nn.Module:
 # --- reference checkpoints -------------------------------------------------------------------
 
 
-def test_smallcnn_layout_matches_reference_state_dict():
-    state = torch.load(shared_model("smallcnn_std.state_dict.pt"), weights_only=True)
+def test_smallcnn_layout_matches_reference_state_dict(shared):
+    state = torch.load(shared("models/smallcnn_std.state_dict.pt"), weights_only=True)
     expected = {k: v.shape for k, v in SmallCNN(width=32).state_dict().items()}
     assert {k: v.shape for k, v in state.items()} == expected
     SmallCNN(width=32).load_state_dict(state, strict=True)
@@ -116,8 +108,8 @@ def test_reference_input_gradients_agree(reference):
         torch.testing.assert_close(grads[fmt], grads["state_dict"], atol=1e-4, rtol=1e-3)
 
 
-def test_state_dict_normalization_comes_from_the_file():
-    path = shared_model("smallcnn_std.state_dict.pt")
+def test_state_dict_normalization_comes_from_the_file(shared):
+    path = shared("models/smallcnn_std.state_dict.pt")
     data = {**DATA, "mean": [0.5] * 3, "std": [0.5] * 3}
     model = build_model({**spec("smallcnn"), "checkpoint": str(path)}, **data)
     torch.testing.assert_close(model.norm.mean.flatten(), torch.tensor(CIFAR10_MEAN))

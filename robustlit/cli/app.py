@@ -131,9 +131,9 @@ def run_hydra_app(program: str, config_name: str, task: str) -> None:
 
 def train_main() -> None:
     """Console entry point of ``robustlit-train``."""
-    run_hydra_app("robustlit-train", "train", "robustlit.cli.train:run")
+    run_hydra_app("robustlit-train", "train", "robustlit.cli.train:train")
 
 
 def eval_main() -> None:
     """Console entry point of ``robustlit-eval``."""
-    run_hydra_app("robustlit-eval", "eval", "robustlit.cli.eval:run")
+    run_hydra_app("robustlit-eval", "eval", "robustlit.cli.eval:evaluate")

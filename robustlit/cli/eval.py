@@ -14,11 +14,11 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from robustlit.cli.build import build_datamodule, build_suites, build_trainer, check_model_fits_data
-from robustlit.cli.record import build_report, utc_now
+from robustlit.cli.record import build_report, publish_report, utc_now
 from robustlit.errors import ConfigError
 from robustlit.models import build_model
 from robustlit.module import RobustClassifier
-from robustlit.reporting import Report, print_report, write_report
+from robustlit.reporting import Report
 
 
 def evaluate(cfg: DictConfig, *, verbose: bool = True) -> tuple[Report, Path]:
@@ -58,13 +58,5 @@ def evaluate(cfg: DictConfig, *, verbose: bool = True) -> tuple[Report, Path]:
         checkpoint=checkpoint, datamodule=datamodule, suites=suites,
         timings={"test": time.perf_counter() - began}, artifacts=[],
     )
-    path = write_report(report, output_dir)
-    if verbose:
-        print_report(report)
-        print(f"report: {path}")
-    return report, path
+    return report, publish_report(report, output_dir, verbose)
 
-
-def run(cfg: DictConfig) -> None:
-    """Task of the Hydra app: :func:`evaluate` with printed results."""
-    evaluate(cfg)

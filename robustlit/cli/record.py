@@ -13,7 +13,7 @@ from torch import nn
 
 import robustlit
 from robustlit.models import describe_model
-from robustlit.reporting import Artifact, DataInfo, ModelInfo, Report, RunInfo
+from robustlit.reporting import Artifact, DataInfo, ModelInfo, Report, RunInfo, print_report, write_report
 from robustlit.suites import EvaluationSuite
 
 
@@ -63,3 +63,12 @@ def build_report(
         artifacts=artifacts,
     )
 
+
+
+def publish_report(report: Report, output_dir: Path, verbose: bool) -> Path:
+    """Write ``robustness_report.json`` into ``output_dir``; if ``verbose``, print its table and path."""
+    path = write_report(report, output_dir)
+    if verbose:
+        print_report(report)
+        print(f"report: {path}")
+    return path

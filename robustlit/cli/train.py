@@ -21,10 +21,10 @@ from robustlit.cli.build import (
     build_trainer,
     check_model_fits_data,
 )
-from robustlit.cli.record import build_report, utc_now
+from robustlit.cli.record import build_report, publish_report, utc_now
 from robustlit.errors import ConfigError
 from robustlit.module import RobustClassifier
-from robustlit.reporting import Artifact, Report, print_report, write_report
+from robustlit.reporting import Artifact, Report
 
 
 def train(cfg: DictConfig, *, verbose: bool = True) -> tuple[Report, Path]:
@@ -74,13 +74,5 @@ def train(cfg: DictConfig, *, verbose: bool = True) -> tuple[Report, Path]:
         checkpoint=str(checkpoint) if checkpoint.is_file() else None, datamodule=datamodule, suites=suites,
         timings={"fit": fit_seconds}, artifacts=artifacts,
     )
-    path = write_report(report, output_dir)
-    if verbose:
-        print_report(report)
-        print(f"report: {path}")
-    return report, path
+    return report, publish_report(report, output_dir, verbose)
 
-
-def run(cfg: DictConfig) -> None:
-    """Task of the Hydra app: :func:`train` with printed results."""
-    train(cfg)
