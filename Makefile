@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[all]"
+	# peer library for the reference tests and benchmarks; it pins requests~=2.25, so no deps
+	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,74 +1,124 @@
-"""Per-sample random streams, so noise does not depend on batch size or order.
+"""Counter-based per-sample random streams: noise that does not depend on batch size or order.
 
-Each sample draws from its own ``torch.Generator`` seeded from ``(seed, sample_id, stream)``:
-sample 17 gets the same noise whether it sits in a batch of 8 or of 512.
+Every draw is a pure function of ``(sample seed, counter, element index)``, computed with a 32-bit
+integer hash in vectorized torch code. Sample 17 gets the same noise whether it sits in a batch of
+8 or of 512, on CPU or GPU, and an attack's iteration ``t`` can draw fresh noise by passing
+``counter=t``, with no generator state to carry around or save.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-_MIX = 0x9E3779B97F4A7C15  # 64-bit golden-ratio constant: spreads nearby ids over the seed space
-_MASK = (1 << 63) - 1
+_M32 = 0xFFFFFFFF
 
 
-def sample_seeds(seed: int, sample_ids: Tensor | Sequence[int], stream: int = 0) -> list[int]:
-    """Derive one 63-bit seed per sample from a run seed, sample ids and a stream number.
+def _mul32(x: Tensor, constant: int) -> Tensor:
+    """``(x * constant) mod 2**32`` for int64 ``x`` in [0, 2**32), without int64 overflow."""
+    low = (x & 0xFFFF) * constant
+    high = (((x >> 16) * constant) & 0xFFFF) << 16
+    return (low + high) & _M32
+
+
+def hash32(x: Tensor) -> Tensor:
+    """A 32-bit integer mixing function (the "lowbias32" constants) on int64 tensors.
+
+    Example:
+        >>> hash32(torch.tensor([0, 1])).tolist() != [0, 1]
+        True
+    """
+    x = x & _M32
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def sample_seeds(seed: int, sample_ids: Tensor | Sequence[int], stream: int = 0) -> Tensor:
+    """One 32-bit seed per sample, derived from a run seed, the samples' ids and a stream number.
 
     Args:
         seed: Run-level seed.
         sample_ids: Stable ids of the samples (for example their index in the test set).
-        stream: Separates independent uses (restarts, noise kinds) for the same sample.
+        stream: Separates independent uses (restarts, attacks) for the same sample.
 
     Returns:
-        One integer seed per sample.
+        An int64 tensor of seeds in [0, 2**32), on the ids' device.
 
     Example:
-        >>> sample_seeds(0, [3, 4]) == sample_seeds(0, [3, 4])
+        >>> torch.equal(sample_seeds(0, [3, 4]), sample_seeds(0, [3, 4]))
         True
-        >>> sample_seeds(0, [3])[0] != sample_seeds(1, [3])[0]
+        >>> bool(sample_seeds(0, [3])[0] != sample_seeds(1, [3])[0])
         True
     """
-    ids = sample_ids.tolist() if isinstance(sample_ids, Tensor) else list(sample_ids)
-    base = (seed * _MIX + stream * 0xBF58476D1CE4E5B9) & _MASK
-    return [(base ^ ((int(i) + 1) * _MIX)) & _MASK for i in ids]
+    ids = sample_ids if isinstance(sample_ids, Tensor) else torch.tensor(list(sample_ids), dtype=torch.int64)
+    ids = ids.to(torch.int64)
+    base = _hash_int(_hash_int(seed) + _hash_int(stream))
+    return hash32(base ^ hash32(ids & _M32) ^ hash32((ids >> 32) & _M32))
 
 
-def per_sample_rand(
-    seeds: Sequence[int],
-    shape: Sequence[int],
-    *,
-    normal: bool = False,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+def _hash_int(value: int) -> int:
+    """:func:`hash32` of a Python integer of any size (its two 32-bit halves folded together)."""
+    high = int(hash32(torch.tensor((value >> 32) & _M32)))
+    return int(hash32(torch.tensor((value & _M32) ^ high)))
+
+
+def _bits(seeds: Tensor, shape: Sequence[int], counter: int) -> Tensor:
+    """Hash bits ``(N, *shape)`` in [0, 2**32) for each seed, counter and element index."""
+    count = math.prod(shape)
+    index = torch.arange(count, device=seeds.device, dtype=torch.int64)
+    keyed = hash32(seeds.to(torch.int64)[:, None] ^ hash32(torch.tensor(counter & _M32, device=seeds.device)))
+    return hash32(keyed + index[None, :]).reshape(len(seeds), *shape)
+
+
+def uniform(
+    seeds: Tensor, shape: Sequence[int], counter: int = 0, *, dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """Draw ``len(seeds)`` tensors of ``shape``, each from its own seeded generator.
+    """Uniform noise on [0, 1) of shape ``(len(seeds), *shape)``, one stream per seed.
 
     Args:
-        seeds: One seed per sample, e.g. from :func:`sample_seeds`.
+        seeds: Per-sample seeds from :func:`sample_seeds`.
         shape: Shape of one sample's noise.
-        normal: Standard normal noise if true, else uniform on [0, 1).
-        device: Device of the result (noise is drawn on CPU so it matches across devices).
-        dtype: Floating dtype of the result.
+        counter: Draw number; different counters give independent noise.
+        dtype: Floating dtype of the result (24 random bits, so no value rounds up to 1).
 
     Returns:
-        A tensor of shape ``(len(seeds), *shape)``.
+        A tensor on the seeds' device.
 
     Example:
-        >>> a = per_sample_rand([1, 2], (3,))
-        >>> b = per_sample_rand([2], (3,))
-        >>> torch.equal(a[1], b[0])
+        >>> seeds = sample_seeds(0, [5, 6])
+        >>> torch.equal(uniform(seeds, (3,))[1], uniform(seeds[1:], (3,))[0])
         True
     """
-    draw = torch.randn if normal else torch.rand
-    generator = torch.Generator()
-    rows = []
-    for seed in seeds:
-        generator.manual_seed(int(seed))
-        rows.append(draw(tuple(shape), generator=generator))
-    if not rows:
-        return torch.empty((0, *shape), dtype=dtype, device=device)
-    return torch.stack(rows).to(device=device, dtype=dtype)
+    return ((_bits(seeds, shape, counter) >> 8).to(torch.float64) / 2**24).to(dtype)
+
+
+def normal(seeds: Tensor, shape: Sequence[int], counter: int = 0, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal noise (Box–Muller on two uniform draws), one stream per seed.
+
+    Example:
+        >>> z = normal(sample_seeds(0, range(2000)), (8,))
+        >>> abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
+        True
+    """
+    u1 = uniform(seeds, shape, 2 * counter, dtype=torch.float64)
+    u2 = uniform(seeds, shape, 2 * counter + 1, dtype=torch.float64)
+    return (torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
+
+
+def randint(seeds: Tensor, high: int | Tensor, shape: Sequence[int] = (), counter: int = 0) -> Tensor:
+    """Integers uniform on ``[0, high)`` (``high`` may differ per sample), one stream per seed.
+
+    Example:
+        >>> values = randint(sample_seeds(0, range(100)), 6)
+        >>> int(values.min()) >= 0 and int(values.max()) < 6
+        True
+    """
+    draws = uniform(seeds, shape, counter, dtype=torch.float64)
+    bound = high if not isinstance(high, Tensor) else high.to(draws.device).view(-1, *([1] * len(shape)))
+    return (draws * bound).floor().to(torch.int64)

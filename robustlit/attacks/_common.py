@@ -33,6 +33,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put every submodule in eval mode and restore each one's previous mode on exit.
 
     Example:
+        >>> import torch
         >>> net = torch.nn.Sequential(torch.nn.BatchNorm1d(2))
         >>> with eval_mode(net):
         ...     net.training
@@ -60,6 +61,7 @@ def per_sample_norm(delta: Tensor, norm: str) -> Tensor:
     """Norm of each sample of ``delta``, shaped to broadcast against it.
 
     Example:
+        >>> import torch
         >>> per_sample_norm(torch.tensor([[3.0, -4.0]]), "L2").flatten().tolist()
         [5.0]
     """
@@ -72,8 +74,9 @@ def project(delta: Tensor, eps: float, norm: str) -> Tensor:
     """Project ``delta`` onto the ε-ball of ``norm`` (per sample).
 
     Example:
-        >>> project(torch.tensor([[3.0, 4.0]]), 1.0, "L2").tolist()
-        [[0.6000000238418579, 0.800000011920929]]
+        >>> import torch
+        >>> project(torch.tensor([[3.0, 4.0]]), 1.0, "L2")
+        tensor([[0.6000, 0.8000]])
     """
     if norm == "Linf":
         return delta.clamp(-eps, eps)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlit.attacks._common import check_norm, eval_mode, per_sample_norm, project, resolve_loss, steepest_ascent
-from robustlit.rng import per_sample_rand, sample_seeds
+from robustlit.rng import normal, sample_seeds, uniform
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -141,11 +141,9 @@ def _random_start(
         noise = torch.randn_like(x) if norm == "L2" else torch.rand_like(x)
         radius_draw = torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
     else:
-        ids = sample_ids.to(index.device)[index]
-        noise = per_sample_rand(
-            sample_seeds(seed, ids, 2 * restart), shape, normal=norm == "L2", device=x.device, dtype=x.dtype
-        )
-        radius_draw = per_sample_rand(sample_seeds(seed, ids, 2 * restart + 1), (), device=x.device, dtype=x.dtype)
+        seeds = sample_seeds(seed, sample_ids.to(index.device)[index], stream=restart)
+        noise = (normal if norm == "L2" else uniform)(seeds, shape, dtype=x.dtype)
+        radius_draw = uniform(seeds, (), counter=2, dtype=x.dtype)  # normal() used counters 0 and 1
     if norm == "Linf":
         delta = (2.0 * noise - 1.0) * eps
     else:

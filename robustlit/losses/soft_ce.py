@@ -54,7 +54,7 @@ def label_smoothing_targets(targets: Tensor, num_classes: int, smoothing: float)
     Reference: Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016.
 
     Example:
-        >>> label_smoothing_targets(torch.tensor([0]), 2, 0.2).tolist()
-        [[0.9, 0.1]]
+        >>> label_smoothing_targets(torch.tensor([0]), 2, 0.2)
+        tensor([[0.9000, 0.1000]])
     """
     return (1.0 - smoothing) * one_hot_targets(targets, num_classes) + smoothing / num_classes
