@@ -19,7 +19,7 @@ def test_fgsm_trained_smallcnn_matches_its_published_accuracy(shared, cifar10_te
     checkpoint = shared("models/smallcnn_fgsmat.torchscript.pt")
     command = [
         BIN / "robustlit-eval", f"model.checkpoint={checkpoint}", "data=imagefolder", f"data.root={cifar10_test_dir}",
-        "data.limit_test=500", "evaluation=[adversarial]", "evaluation.adversarial.eps=[8/255]",
+        "data.limit_test=500", "evaluation=[adversarial]", "evaluation.adversarial.eps.Linf=[8/255]",
         "evaluation.adversarial.steps=20", "evaluation.adversarial.rel_step_size=0.25", f"hydra.run.dir={tmp_path}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)

@@ -42,7 +42,7 @@ def test_round_trip_through_a_file(tmp_path):
     assert path.name == "robustness_report.json"
     data = json.loads(path.read_text())
     assert list(data)[0] == "schema_version" and data["schema_version"] == 1
-    assert set(data) == {"schema_version", "run", "model", "data", "metrics", "timings", "artifacts"}
+    assert set(data) == {"schema_version", "run", "model", "data", "metrics", "timings", "artifacts", "warnings"}
     assert read_report(tmp_path) == _report()
     assert not list(tmp_path.glob("*.tmp"))  # the atomic write left no temporary file
 

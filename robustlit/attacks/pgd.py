@@ -1,4 +1,4 @@
-"""Projected gradient descent (PGD) and FGSM under L∞ and L2 constraints.
+"""Projected gradient descent (PGD) and FGSM under L∞, L2 and L1 constraints.
 
 Reference: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018;
 Goodfellow et al., "Explaining and Harnessing Adversarial Examples", ICLR 2015.
@@ -47,10 +47,12 @@ def pgd(
         eps: Radius of the threat model in input units (e.g. ``8/255``).
         alpha: Step size; defaults to ``2.5 * eps / steps``.
         steps: Gradient steps per restart.
-        norm: ``"Linf"`` or ``"L2"``.
+        norm: ``"Linf"``, ``"L2"`` or ``"L1"``. L1 steps move the top 1% of the gradient
+            coordinates (SLIDE) and project exactly onto the L1 ball intersected with the box.
         random_start: Start from a uniform point of the ball instead of ``x``.
         restarts: Independent restarts; later restarts only attack points still classified correctly.
-        loss: ``"ce"``, ``"margin"`` (CW-L∞ style) or a callable ``(logits, y) -> per-sample loss``.
+        loss: ``"ce"``, ``"margin"`` (CW-L∞ style), ``"dlr"`` (Croce & Hein) or a callable
+            ``(logits, y) -> per-sample loss``.
         keep_best: Return the first iterate that fooled the model (stronger evaluation); with false,
             return the last iterate (the usual choice for adversarial training).
         seed: Seed of the random starts.
@@ -125,7 +127,7 @@ def _pgd_run(
                 newly_fooled = (logits.argmax(dim=1) != labels) & ~fooled
                 first_fooling[newly_fooled] = (x + delta)[newly_fooled]
                 fooled |= newly_fooled
-            delta = project(delta + alpha * steepest_ascent(grad, norm), eps, norm)
+            delta = project(delta + alpha * steepest_ascent(grad, norm, x + delta), eps, norm, x)
             delta = (x + delta).clamp(0.0, 1.0) - x
     adversarial = (x + delta).detach()
     adversarial[fooled] = first_fooling[fooled]
@@ -140,10 +142,14 @@ def _random_start(
     if sample_ids is None:
         noise = torch.randn_like(x) if norm == "L2" else torch.rand_like(x)
         radius_draw = torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
+        if norm == "L1":
+            noise = _laplace(noise, torch.rand_like(x))
     else:
         seeds = sample_seeds(seed, sample_ids.to(index.device)[index], stream=restart)
         noise = (normal if norm == "L2" else uniform)(seeds, shape, dtype=x.dtype)
         radius_draw = uniform(seeds, (), counter=2, dtype=x.dtype)  # normal() used counters 0 and 1
+        if norm == "L1":
+            noise = _laplace(noise, uniform(seeds, shape, counter=1, dtype=x.dtype))
     if norm == "Linf":
         delta = (2.0 * noise - 1.0) * eps
     else:
@@ -153,8 +159,21 @@ def _random_start(
     return (x + delta).clamp(0.0, 1.0) - x
 
 
+def _laplace(magnitude_draw: Tensor, sign_draw: Tensor) -> Tensor:
+    """Laplace noise from two uniform draws; normalized, it is uniform on the L1 sphere."""
+    return -torch.log1p(-magnitude_draw) * torch.where(sign_draw < 0.5, -1.0, 1.0)
+
+
 def fgsm(
-    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "Linf", loss: str | LossFn = "ce"
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    norm: str = "Linf",
+    loss: str | LossFn = "ce",
+    seed: int = 0,
+    sample_ids: Tensor | None = None,
 ) -> Tensor:
     """Fast gradient sign method: one full-size step of steepest ascent from ``x``.
 
@@ -163,8 +182,10 @@ def fgsm(
         x: Clean inputs in [0, 1].
         y: Labels or soft targets.
         eps: Radius (and step size) in input units.
-        norm: ``"Linf"`` (FGSM) or ``"L2"`` (fast gradient method).
+        norm: ``"Linf"`` (FGSM), ``"L2"`` (fast gradient method) or ``"L1"``.
         loss: Loss to ascend, as in :func:`pgd`.
+        seed: Accepted for the common attack signature; FGSM draws no random numbers.
+        sample_ids: Accepted for the common attack signature.
 
     Returns:
         Adversarial inputs (detached).

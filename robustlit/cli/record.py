@@ -13,7 +13,8 @@ from torch import nn
 
 import robustlit
 from robustlit.models import describe_model
-from robustlit.reporting import Artifact, DataInfo, ModelInfo, Report, RunInfo, print_report, write_report
+from robustlit.reporting import Artifact, DataInfo, Finding, ModelInfo, Report, RunInfo, print_report, write_report
+from robustlit.reporting.plots import plot_robustness_curves
 from robustlit.suites import EvaluationSuite
 
 
@@ -49,6 +50,10 @@ def build_report(
     data = datamodule.describe()
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     metrics = [metric for suite in suites for metric in suite.results]
+    findings = [
+        Finding(suite.suite, warning.check, warning.message, dict(warning.details))
+        for suite in suites for warning in getattr(suite, "warnings", [])
+    ]
     suite_timings = {f"suite/{suite.suite}": round(suite.seconds, 3) for suite in suites}
     return Report(
         run=RunInfo(
@@ -61,14 +66,20 @@ def build_report(
         metrics=metrics,
         timings={**{k: round(v, 3) for k, v in timings.items()}, **suite_timings},
         artifacts=artifacts,
+        warnings=findings,
     )
 
 
 
 def publish_report(report: Report, output_dir: Path, verbose: bool) -> Path:
-    """Write ``robustness_report.json`` into ``output_dir``; if ``verbose``, print its table and path."""
+    """Plot the robustness curves, write ``robustness_report.json``; if ``verbose``, print a summary."""
+    plot = plot_robustness_curves(report, output_dir / "robust_accuracy_vs_eps.png")
+    if plot is not None:
+        report.artifacts.append(Artifact(plot.name, "plot", str(plot)))
     path = write_report(report, output_dir)
     if verbose:
         print_report(report)
+        for finding in report.warnings:
+            print(f"warning [{finding.suite}/{finding.check}]: {finding.message}")
         print(f"report: {path}")
     return path

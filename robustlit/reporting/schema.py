@@ -50,6 +50,21 @@ class Artifact:
 
 
 @dataclass
+class Finding:
+    """A diagnostic raised during evaluation, e.g. a sign of gradient masking.
+
+    Example:
+        >>> Finding("adversarial", "zero_gradients", "12% of inputs have zero gradients").check
+        'zero_gradients'
+    """
+
+    suite: str
+    check: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunInfo:
     """Who, what and when of a run."""
 
@@ -101,6 +116,7 @@ class Report:
     metrics: list[Metric]
     timings: dict[str, float] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,9 +152,10 @@ class Report:
         if not isinstance(timings, dict) or not all(isinstance(v, int | float) for v in timings.values()):
             raise ReportError("timings must map names to seconds")
         artifacts = [_build(Artifact, item, f"artifacts[{i}]") for i, item in enumerate(data.get("artifacts", []))]
+        warnings = [_build(Finding, item, f"warnings[{i}]") for i, item in enumerate(data.get("warnings", []))]
         return cls(
             run=run, model=_build(ModelInfo, data, "model"), data=_build(DataInfo, data, "data"),
-            metrics=metrics, timings=dict(timings), artifacts=artifacts,
+            metrics=metrics, timings=dict(timings), artifacts=artifacts, warnings=warnings,
         )
 
 

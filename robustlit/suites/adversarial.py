@@ -1,40 +1,65 @@
-"""Robust accuracy under white-box attacks, over a list of ε."""
+"""Robust accuracy under white-box and black-box attacks, for several norms and radii."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
 from robustlit.attacks import ATTACKS, NORMS, parse_eps
+from robustlit.attacks.checks import (
+    MaskingWarning,
+    check_monotone_in_eps,
+    check_square_beats_whitebox,
+    check_state_unchanged,
+    run_checks,
+    snapshot_state,
+)
+from robustlit.attacks.precision import PRECISIONS, with_precision
+from robustlit.attacks.sweep import AUTOATTACK_NAMES, robustness_curve
 from robustlit.reporting.schema import Metric
 from robustlit.suites.base import EvaluationSuite
 
+_STEP_ATTACKS = ("pgd",)  # attacks whose step size the suite sets from rel_step_size
+
 
 class AdversarialSuite(EvaluationSuite):
-    """Robust accuracy of each attack at each ε (evaluation suite; works on any LightningModule).
+    """Robust accuracy of each attack at each (norm, ε) (evaluation suite; works on any LightningModule).
 
-    Per attack, a point counts as robust at ε only if it is also robust at every smaller ε of
-    the list (an adversarial example at a smaller ε is valid at a larger one), so the reported
-    curve is the point-wise worst case and never increases with ε. With several attacks, the
-    suite also reports their point-wise worst case as ``attack="worst_case"``.
+    Per attack and norm, a point counts as robust at ε only if it is also robust at every smaller ε
+    of the list (an adversarial example at a smaller ε is valid at a larger one), so each reported
+    curve is the point-wise worst case and never increases with ε. With several attacks, the suite
+    also reports their point-wise worst case as ``attack="worst_case"``. AutoAttack rows come with
+    ``robust_accuracy_after`` rows, the robust accuracy after each of its component attacks.
+
+    Gradient-masking checks run on the first batch (randomness, softmax outputs, zero gradients)
+    and at the end (model state changed, robust accuracy not monotone in ε, Square beating the
+    white-box attacks); their warnings go to :attr:`warnings` and into the report.
 
     Args:
-        attacks: Attack names from :data:`robustlit.attacks.ATTACKS`.
-        norm: ``"Linf"`` or ``"L2"``.
-        eps: Radii in input units; numbers or strings like ``"8/255"``.
-        steps: Iterations of iterative attacks.
-        rel_step_size: Step size as a fraction of ε (0.25 gives 2/255 at 8/255).
-        restarts: Random restarts of iterative attacks.
-        seed: Seed of the per-sample random starts.
+        attacks: Names from :data:`robustlit.attacks.ATTACKS`, or ``autoattack``, ``autoattack-plus``,
+            ``autoattack-rand``.
+        eps: Radii per norm, e.g. ``{"Linf": ["2/255", "8/255"], "L2": [0.5]}``; a norm with an empty
+            list is skipped. Values are numbers or fraction strings.
+        steps: Iterations of PGD-style attacks (ignored by AutoAttack, which uses the reference settings).
+        rel_step_size: PGD step size as a fraction of ε (0.25 gives 2/255 at 8/255).
+        restarts: Random restarts of PGD-style attacks.
+        seed: Seed of the per-sample random streams.
+        precision: ``fp32``, ``bf16`` or ``fp16``: run the model under autocast during attacks (the
+            perturbation and loss stay fp32).
+        channels_last: Feed the model channels-last inputs during attacks.
+        checks: Run the gradient-masking checks.
+        batch_size: Points attacked at once by AutoAttack (default: the whole loader batch).
         limit: Only attack the first ``limit`` test samples.
         stages: Loops to run in.
 
     Example:
-        >>> suite = AdversarialSuite(attacks=["pgd"], eps=["2/255", "8/255"], steps=20)
-        >>> [round(e * 255) for e in suite.eps]
+        >>> suite = AdversarialSuite(attacks=["pgd"], eps={"Linf": ["2/255", "8/255"]}, steps=20)
+        >>> [round(e * 255) for e in suite.eps["Linf"]]
         [2, 8]
     """
 
@@ -43,72 +68,160 @@ class AdversarialSuite(EvaluationSuite):
     def __init__(
         self,
         attacks: Sequence[str] = ("pgd",),
-        norm: str = "Linf",
-        eps: Sequence[float | str] = ("8/255",),
+        eps: Mapping[str, Sequence[float | str]] | None = None,
         steps: int = 10,
         rel_step_size: float = 0.25,
         restarts: int = 1,
         seed: int = 0,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        checks: bool = True,
+        batch_size: int | None = None,
         limit: int | None = None,
         stages: tuple[str, ...] | list[str] = ("test",),
     ) -> None:
         super().__init__(limit=limit, stages=stages)
-        unknown = [name for name in attacks if name not in ATTACKS]
+        known = [*ATTACKS, *AUTOATTACK_NAMES]
+        unknown = [name for name in attacks if name not in known]
         if unknown or not attacks:
+            raise MisconfigurationException(f"unknown attacks {unknown or '[]'}; choose from {', '.join(known)}")
+        eps = {"Linf": ["8/255"]} if eps is None else eps
+        bad_norms = [norm for norm in eps if norm not in NORMS]
+        if bad_norms:
             raise MisconfigurationException(
-                f"unknown attacks {unknown or '[]'}; choose from {', '.join(ATTACKS)}"
+                f"AdversarialSuite eps has unknown norms {bad_norms}; use {', '.join(NORMS)}"
             )
-        if norm not in NORMS:
-            raise MisconfigurationException(f"AdversarialSuite norm={norm!r}; choose one of {', '.join(NORMS)}")
-        self.eps = sorted(parse_eps(value) for value in eps)
-        if not self.eps or self.eps[0] < 0:
-            raise MisconfigurationException(f"AdversarialSuite needs a non-empty list of eps >= 0, got {list(eps)}")
+        self.eps = {norm: sorted(parse_eps(value) for value in values) for norm, values in eps.items() if values}
+        if not self.eps or any(values[0] < 0 for values in self.eps.values()):
+            raise MisconfigurationException(f"AdversarialSuite needs radii >= 0 for at least one norm, got {dict(eps)}")
         if steps < 1 or restarts < 1 or rel_step_size <= 0:
             raise MisconfigurationException("AdversarialSuite needs steps >= 1, restarts >= 1 and rel_step_size > 0")
+        if precision not in PRECISIONS:
+            raise MisconfigurationException(
+                f"AdversarialSuite precision={precision!r}; choose one of {', '.join(PRECISIONS)}"
+            )
         self.attacks = list(attacks)
-        self.norm = norm
         self.steps = steps
         self.rel_step_size = rel_step_size
         self.restarts = restarts
         self.seed = seed
+        self.precision = precision
+        self.channels_last = channels_last
+        self.checks = checks
+        self.batch_size = batch_size
+        self.warnings: list[MaskingWarning] = []
 
     def reset(self) -> None:
-        """Zero the robust counts."""
-        self._robust = {(attack, eps): 0 for attack in [*self.attacks, "worst_case"] for eps in self.eps}
+        """Zero the counts and forget the warnings of the previous epoch."""
+        self._counts: dict[tuple[str, str, float, str], int] = {}
         self._total = 0
+        self._state_before: dict[str, Tensor] | None = None
+        self.warnings = []
 
-    def _attack(self, name: str, model: nn.Module, x: Tensor, y: Tensor, eps: float, ids: Tensor) -> Tensor:
-        if name == "fgsm":
-            return ATTACKS[name](model, x, y, eps=eps, norm=self.norm)
-        return ATTACKS[name](
-            model, x, y, eps=eps, norm=self.norm, alpha=self.rel_step_size * eps, steps=self.steps,
-            restarts=self.restarts, seed=self.seed, sample_ids=ids,
-        )
+    def _count(self, key: tuple[str, str, float, str], flags: Tensor) -> None:
+        self._counts[key] = self._counts.get(key, 0) + int(flags.sum())
+
+    def _settings(self, attack: str) -> dict[str, Any]:
+        if attack in AUTOATTACK_NAMES:
+            return {"batch_size": self.batch_size}
+        if attack in _STEP_ATTACKS:
+            return {"steps": self.steps, "restarts": self.restarts, "rel_step_size": self.rel_step_size}
+        return {}
 
     def update(self, model: nn.Module, x: Tensor, y: Tensor, sample_ids: Tensor) -> None:
-        """Attack the batch at every ε and count the points that stay correctly classified."""
-        worst = [torch.ones_like(y, dtype=torch.bool) for _ in self.eps]
-        for attack in self.attacks:
-            robust = torch.ones_like(y, dtype=torch.bool)
-            for index, eps in enumerate(self.eps):
-                adversarial = self._attack(attack, model, x, y, eps, sample_ids)
-                with torch.no_grad():
-                    robust &= model(adversarial).argmax(dim=1) == y
-                worst[index] &= robust
-                self._robust[(attack, eps)] += int(robust.sum())
-        for index, eps in enumerate(self.eps):
-            self._robust[("worst_case", eps)] += int(worst[index].sum())
+        """Attack the batch at every (norm, ε) and count the points that stay correctly classified."""
+        if self._state_before is None:
+            self._state_before = snapshot_state(model)
+            if self.checks:
+                self.warnings.extend(run_checks(model, x, y))
+        target = with_precision(model, self.precision, self.channels_last)
+        for norm, radii in self.eps.items():
+            worst = {radius: torch.ones_like(y, dtype=torch.bool) for radius in radii}
+            for attack in self.attacks:
+                curve = robustness_curve(
+                    target,
+                    x,
+                    y,
+                    eps=radii,
+                    norm=norm,
+                    attack=attack,
+                    seed=self.seed,
+                    sample_ids=sample_ids,
+                    **self._settings(attack),
+                )
+                for radius in radii:
+                    self._count((attack, norm, radius, "robust"), curve.robust[radius])
+                    self._count((attack, norm, radius, "raw"), curve.raw[radius])
+                    worst[radius] &= curve.robust[radius]
+                for radius, result in curve.autoattack.items():
+                    components = list(result.robust_after)
+                    for component, flags in result.robust_after.items():
+                        self._count((attack, norm, radius, f"after:{component}"), flags)
+                    if "square" in components[1:]:
+                        before = components[components.index("square") - 1]
+                        self._count((attack, norm, radius, "before:square"), result.robust_after[before])
+            for radius in radii:
+                self._count(("worst_case", norm, radius, "robust"), worst[radius])
         self._total += y.shape[0]
 
     def compute(self) -> list[Metric]:
-        """``adversarial/robust_accuracy`` per attack and ε."""
-        names = self.attacks + (["worst_case"] if len(self.attacks) > 1 else [])
+        """``adversarial/robust_accuracy`` rows, and AutoAttack's ``robust_accuracy_after`` rows."""
+        if self._total == 0:
+            return []
         metrics = []
-        for attack in names:
-            for eps in self.eps:
-                context = {"attack": attack, "norm": self.norm, "eps": round(eps, 7)}
-                if attack == "pgd":
-                    context |= {"steps": self.steps, "restarts": self.restarts}
-                metrics.append(Metric(self.suite, "robust_accuracy", self._robust[(attack, eps)] / max(self._total, 1),
-                                      context))
+        names = self.attacks + (["worst_case"] if len(self.attacks) > 1 else [])
+        for norm, radii in self.eps.items():
+            for attack in names:
+                for radius in radii:
+                    context = self._context(attack, norm, radius)
+                    metrics.append(
+                        Metric(self.suite, "robust_accuracy", self._rate(attack, norm, radius, "robust"), context)
+                    )
+                    components = sorted(
+                        k[3] for k in self._counts if k[:3] == (attack, norm, radius) and k[3].startswith("after:")
+                    )
+                    for component in components:
+                        metrics.append(
+                            Metric(
+                                self.suite,
+                                "robust_accuracy_after",
+                                self._rate(attack, norm, radius, component),
+                                {**context, "component": component.removeprefix("after:")},
+                            )
+                        )
         return metrics
+
+    def _finish(self, pl_module: Any) -> list[Metric]:
+        results = super()._finish(pl_module)
+        if self.checks and self._total:
+            self.warnings.extend(self._final_checks(pl_module))
+        for warning in self.warnings:
+            rank_zero_warn(f"[{warning.check}] {warning.message}")
+        return results
+
+    def _final_checks(self, model: nn.Module | None) -> list[MaskingWarning]:
+        found = []
+        if model is not None and self._state_before is not None:
+            found += check_state_unchanged(self._state_before, snapshot_state(model))
+        for norm, radii in self.eps.items():
+            for attack in self.attacks:
+                raw = [self._rate(attack, norm, radius, "raw") for radius in radii]
+                found += check_monotone_in_eps(radii, raw)
+                for radius in radii:
+                    if (attack, norm, radius, "before:square") in self._counts:
+                        found += check_square_beats_whitebox(
+                            self._rate(attack, norm, radius, "before:square"),
+                            self._rate(attack, norm, radius, "after:square"),
+                        )
+        return found
+
+    def _rate(self, attack: str, norm: str, radius: float, kind: str) -> float:
+        return self._counts.get((attack, norm, radius, kind), 0) / self._total
+
+    def _context(self, attack: str, norm: str, radius: float) -> dict[str, Any]:
+        context: dict[str, Any] = {"attack": attack, "norm": norm, "eps": round(radius, 7)}
+        if attack in _STEP_ATTACKS:
+            context |= {"steps": self.steps, "restarts": self.restarts}
+        if self.precision != "fp32":
+            context["precision"] = self.precision
+        return context

@@ -1,0 +1,176 @@
+"""AutoAttack composition, resumable state, ε sweeps, mixed precision and the adversarial suite."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustlit.attacks import ATTACKS, pgd
+from robustlit.attacks.autoattack import VERSIONS, EOTModel, autoattack, autoattack_plan
+from robustlit.attacks.precision import AutocastModel, with_precision
+from robustlit.attacks.sweep import robustness_curve
+from robustlit.reporting import DataInfo, Metric, ModelInfo, Report, RunInfo
+from robustlit.reporting.plots import plot_robustness_curves, robustness_curves
+from robustlit.suites import AdversarialSuite
+
+FAST_PLAN = [("fgsm", {}), ("pgd", {"steps": 5})]
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                         nn.Linear(32, 10)).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(40, 3, 8, 8, generator=generator)
+    with torch.no_grad():
+        y = _model()(x).argmax(1)
+    y[:5] = (y[:5] + 1) % 10  # a few points misclassified from the start
+    return x, y
+
+
+def test_reference_plans():
+    assert [n for n, _ in autoattack_plan("standard", "Linf")] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    standard = dict(autoattack_plan("standard", "L2"))
+    assert standard["apgd-ce"] == {"steps": 100, "restarts": 1}
+    assert standard["apgd-t"]["n_target_classes"] == 9 and standard["fab-t"]["n_target_classes"] == 9
+    assert standard["square"] == {"queries": 5000, "p_init": 0.8, "restarts": 1}
+    assert dict(autoattack_plan("standard", "L1"))["apgd-t"]["n_target_classes"] == 5
+    assert dict(autoattack_plan("plus", "Linf"))["apgd-ce"]["restarts"] == 5
+    assert [n for n, _ in autoattack_plan("rand", "Linf")] == ["apgd-ce", "apgd-dlr"]
+    for version in VERSIONS.values():
+        for plan in version.values():
+            assert all(name in ATTACKS for name, _ in plan)
+    with pytest.raises(ValueError, match="does not support norm='L1'"):
+        autoattack_plan("plus", "L1")
+
+
+def test_each_attack_only_sees_points_still_robust(batch, monkeypatch):
+    x, y = batch
+    seen: list[int] = []
+
+    def spy(model, x, y, **kwargs):
+        seen.append(x.shape[0])
+        return pgd(model, x, y, **kwargs)
+
+    monkeypatch.setitem(ATTACKS, "spy", spy)
+    result = autoattack(_model(), x, y, eps=0.05, plan=[("pgd", {"steps": 5}), ("spy", {"steps": 5})])
+    assert seen == [int(result.robust_after["pgd"].sum())]
+    assert bool((result.robust <= result.robust_after["pgd"]).all())
+    assert bool((result.robust_after["pgd"] <= result.clean).all())
+    assert int(result.clean.sum()) == 35
+    delta = (result.adversarial - x).abs().flatten(1).amax(1)
+    assert float(delta.max()) <= 0.05 + 1e-6
+    fooled = result.clean & ~result.robust
+    with torch.no_grad():
+        assert bool((_model()(result.adversarial[fooled]).argmax(1) != y[fooled]).all())
+
+
+def test_results_do_not_depend_on_batching_or_batch_size(batch):
+    x, y = batch
+    ids = torch.arange(100, 140)
+    whole = autoattack(_model(), x, y, eps=0.05, plan=FAST_PLAN, sample_ids=ids)
+    chunked = autoattack(_model(), x, y, eps=0.05, plan=FAST_PLAN, sample_ids=ids, batch_size=7)
+    halves = [autoattack(_model(), x[s], y[s], eps=0.05, plan=FAST_PLAN, sample_ids=ids[s])
+              for s in (slice(0, 17), slice(17, 40))]
+    assert torch.equal(whole.robust, chunked.robust)
+    assert torch.equal(whole.robust, torch.cat([h.robust for h in halves]))
+
+
+def test_state_file_resumes_after_the_last_finished_attack(batch, tmp_path, monkeypatch):
+    x, y = batch
+    state = tmp_path / "aa.pt"
+    first = autoattack(_model(), x, y, eps=0.05, plan=FAST_PLAN[:1], state_path=state)
+    calls = []
+    original = ATTACKS["fgsm"]
+
+    def spy(model, x, y, **kwargs):
+        calls.append(x.shape[0])
+        return original(model, x, y, **kwargs)
+
+    monkeypatch.setitem(ATTACKS, "fgsm", spy)
+    resumed = autoattack(_model(), x, y, eps=0.05, plan=FAST_PLAN[:1], state_path=state)
+    assert calls == []  # nothing left to do: the finished attack was not run again
+    assert torch.equal(resumed.robust, first.robust)
+    other = autoattack(_model(), x, y, eps=0.06, plan=FAST_PLAN[:1], state_path=state)
+    assert calls == [int(other.clean.sum())]  # another ε is another job: the state is not reused
+
+
+def test_sweep_is_monotone_and_matches_single_runs(batch):
+    x, y = batch
+    curve = robustness_curve(_model(), x, y, eps=[0.08, 0.0, 0.02], attack="pgd", steps=5, rel_step_size=0.25)
+    assert curve.eps == [0.0, 0.02, 0.08]
+    accuracy = curve.accuracy()
+    assert accuracy[0] == pytest.approx(35 / 40) and accuracy[0] >= accuracy[1] >= accuracy[2]
+    single = pgd(_model(), x, y, eps=0.02, alpha=0.005, steps=5, sample_ids=torch.arange(40))
+    with torch.no_grad():
+        robust = (_model()(single).argmax(1) == y) & curve.clean
+    assert torch.equal(curve.raw[0.02], robust)
+    with pytest.raises(ValueError, match="attack='pgd2' is unknown"):
+        robustness_curve(_model(), x, y, eps=[0.1], attack="pgd2")
+
+
+def test_bf16_autocast_changes_robust_accuracy_little(batch):
+    x, y = batch
+    model = _model()
+    fp32 = robustness_curve(model, x, y, eps=[0.03], attack="pgd", steps=10)
+    bf16 = robustness_curve(AutocastModel(model, "bf16"), x, y, eps=[0.03], attack="pgd", steps=10)
+    assert abs(fp32.accuracy()[0] - bf16.accuracy()[0]) <= 0.05
+    assert with_precision(model, "fp32") is model
+    with pytest.raises(ValueError, match="choose one of fp32, bf16, fp16"):
+        AutocastModel(model, "int8")
+
+
+def test_eot_averages_a_randomized_model():
+    torch.manual_seed(0)
+    noisy = nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 2))
+    noisy.train()
+    x = torch.ones(1, 4)
+    averaged = EOTModel(noisy, n=2000)(x)
+    expected = noisy[1](x)  # dropout's expectation is the identity
+    assert torch.allclose(averaged, expected, atol=0.1)
+    single_passes = torch.stack([noisy(x) for _ in range(20)])
+    assert float(single_passes.std(dim=0).max()) > 0.05  # while single passes are noisy
+
+
+def test_suite_reports_curves_worst_case_and_autoattack_components(batch):
+    x, y = batch
+    suite = AdversarialSuite(attacks=["fgsm", "pgd"], eps={"Linf": ["2/255", "8/255"], "L2": [0.25]}, steps=5)
+    loader = [(x[:25], y[:25]), (x[25:], y[25:])]
+    metrics = suite.evaluate(_model(), loader)
+    rows = {(m.context["attack"], m.context["norm"], m.context["eps"]): m.value for m in metrics}
+    assert set(rows) == {(a, n, e) for a in ("fgsm", "pgd", "worst_case")
+                         for n, e in (("Linf", round(2 / 255, 7)), ("Linf", round(8 / 255, 7)), ("L2", 0.25))}
+    for norm_eps in (("Linf", round(8 / 255, 7)), ("L2", 0.25)):
+        assert rows[("worst_case", *norm_eps)] <= min(rows[("fgsm", *norm_eps)], rows[("pgd", *norm_eps)])
+    assert rows[("pgd", "Linf", round(8 / 255, 7))] <= rows[("pgd", "Linf", round(2 / 255, 7))]
+    assert suite.warnings == []
+
+
+def test_suite_with_autoattack_adds_component_rows(batch, monkeypatch):
+    x, y = batch
+    suite = AdversarialSuite(attacks=["autoattack"], eps={"Linf": ["8/255"]}, checks=False)
+    monkeypatch.setitem(VERSIONS["standard"], "Linf", [("fgsm", {}), ("pgd", {"steps": 3})])
+    metrics = suite.evaluate(_model(), [(x, y)])
+    final = [m for m in metrics if m.name == "robust_accuracy"]
+    after = {m.context["component"]: m.value for m in metrics if m.name == "robust_accuracy_after"}
+    assert list(after) == ["fgsm", "pgd"] and after["fgsm"] >= after["pgd"] == final[0].value
+
+
+def test_curves_plot_to_png(tmp_path):
+    report = Report(
+        RunInfo("r", "robust", "evaluate", 0, "t0", "t1", {}, None, "0"), ModelInfo("m", 1), DataInfo("d", 10, "f"),
+        [Metric("clean", "accuracy", 0.9)] + [
+            Metric("adversarial", "robust_accuracy", acc, {"attack": "pgd", "norm": "Linf", "eps": e / 255})
+            for e, acc in ((2, 0.7), (8, 0.4), (4, 0.6))
+        ],
+    )
+    assert robustness_curves(report)["Linf"]["pgd"] == [(2 / 255, 0.7), (4 / 255, 0.6), (8 / 255, 0.4)]
+    path = plot_robustness_curves(report, tmp_path / "curve.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    report.metrics = report.metrics[:2]
+    assert plot_robustness_curves(report, tmp_path / "none.png") is None
