@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from nets import small_cnn
 from torch import nn
 
 from robustlit.attacks import APGD, APGDT, ATTACKS, apgd, apgd_targeted, dlr_loss, pgd, targeted_dlr_loss
@@ -15,21 +16,13 @@ from robustlit.attacks.apgd import _checkpoint, _Points, checkpoints
 EPS = {"Linf": 4 / 255, "L2": 0.25, "L1": 1.0}  # radii at which about a third of the batch stays robust
 
 
-def _small_cnn(classes: int = 10) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveMaxPool2d(2), nn.Flatten(),
-        nn.Linear(64, classes),
-    )
-
-
 @pytest.fixture(scope="module")
 def batch():
     """Smooth images the small CNN classifies correctly (labels are its predictions), so all are attacked."""
     generator = torch.Generator().manual_seed(1)
     x = nn.functional.interpolate(torch.rand(24, 3, 4, 4, generator=generator), size=8, mode="bilinear")
     with torch.no_grad():
-        y = _small_cnn().eval()(x).argmax(1)
+        y = small_cnn(width=16, max_pool=True).eval()(x).argmax(1)
     return x, y
 
 
@@ -64,13 +57,13 @@ def test_dlr_needs_enough_classes():
         dlr_loss(torch.randn(2, 2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="K >= 4"):
         targeted_dlr_loss(torch.randn(2, 3), torch.tensor([0, 1]), torch.tensor([1, 2]))
-    model = _small_cnn(classes=3).eval()
+    model = small_cnn(width=16, max_pool=True, classes=3).eval()
     with pytest.raises(ValueError, match="at least 4 classes"):
         apgd_targeted(model, torch.rand(2, 3, 8, 8), torch.tensor([0, 1]), eps=0.1, steps=2)
 
 
 def test_pgd_accepts_the_dlr_loss(batch):
-    model = _small_cnn().eval()
+    model = small_cnn(width=16, max_pool=True).eval()
     x, y = batch
     x_adv = pgd(model, x, y, eps=8 / 255, steps=5, loss="dlr", keep_best=False)
     with torch.no_grad():
@@ -135,7 +128,7 @@ def test_l1_checkpoint_adapts_sparsity_and_resets_the_step_when_the_support_shri
 
 @pytest.mark.parametrize("norm", ["Linf", "L2", "L1"])
 def test_apgd_and_apgd_t_stay_in_the_threat_model(batch, norm):
-    model = _small_cnn().eval()
+    model = small_cnn(width=16, max_pool=True).eval()
     x, y = batch
     eps = EPS[norm]
     for x_adv in (
@@ -151,7 +144,7 @@ def test_apgd_and_apgd_t_stay_in_the_threat_model(batch, norm):
 
 
 def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
-    model = _small_cnn().train()
+    model = small_cnn(width=16, max_pool=True).train()
     model[1].eval()  # a mixed-mode model: the BN layer alone is frozen
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = batch
@@ -164,7 +157,7 @@ def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
 
 @pytest.mark.parametrize("norm", ["Linf", "L1"])
 def test_results_do_not_depend_on_batch_size(batch, norm):
-    model = _small_cnn().eval()
+    model = small_cnn(width=16, max_pool=True).eval()
     x, y = batch
     ids = torch.arange(100, 124)
     settings = {"eps": 2 * EPS[norm], "norm": norm, "steps": 8, "sample_ids": ids}
@@ -180,7 +173,7 @@ def test_results_do_not_depend_on_batch_size(batch, norm):
 
 
 def test_returns_clean_inputs_for_misclassified_points_and_fooling_points_otherwise(batch):
-    model = _small_cnn().eval()
+    model = small_cnn(width=16, max_pool=True).eval()
     x, y = batch
     wrong = y.clone()
     wrong[:4] = (y[:4] + 1) % 10  # the model already errs on these
@@ -195,7 +188,7 @@ def test_returns_clean_inputs_for_misclassified_points_and_fooling_points_otherw
 
 
 def test_apgd_is_at_least_as_strong_as_pgd_with_the_same_budget(batch):
-    model = _small_cnn().eval()
+    model = small_cnn(width=16, max_pool=True).eval()
     x, y = batch
     ours = _robust_accuracy(model, apgd(model, x, y, eps=4 / 255, steps=20), y)
     plain = _robust_accuracy(model, pgd(model, x, y, eps=4 / 255, steps=20, sample_ids=torch.arange(24)), y)
@@ -203,7 +196,7 @@ def test_apgd_is_at_least_as_strong_as_pgd_with_the_same_budget(batch):
 
 
 def test_targets_are_clamped_and_arguments_validated(batch):
-    model = _small_cnn(classes=5).eval()
+    model = small_cnn(width=16, max_pool=True, classes=5).eval()
     x, _ = batch
     with torch.no_grad():
         y = model(x).argmax(1)
@@ -223,7 +216,7 @@ def test_targets_are_clamped_and_arguments_validated(batch):
 
 
 def test_registry_and_wrappers_match_the_functions(batch):
-    model = _small_cnn().eval()
+    model = small_cnn(width=16, max_pool=True).eval()
     x, y = batch
     ids = torch.arange(24)
     common = {"eps": 8 / 255, "norm": "Linf", "seed": 3, "sample_ids": ids, "steps": 5}

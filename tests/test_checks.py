@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from nets import small_cnn
 from torch import nn
 from torch.nn import functional as F
 
@@ -55,20 +56,6 @@ class NoGrad(nn.Module):
             return self.model(x)
 
 
-def _net(*extra: nn.Module, head: tuple[nn.Module, ...] = ()) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        *extra,
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32, 10),
-        *head,
-    )
-
-
 @pytest.fixture(scope="module")
 def x():
     return torch.rand(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -81,33 +68,33 @@ def _labels(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_sound_model_passes_every_model_check(x):
-    model = _net()
+    model = small_cnn()
     assert run_checks(model, x, _labels(model, x)) == []
-    log_probabilities = _net(head=(nn.LogSoftmax(dim=1),))
+    log_probabilities = small_cnn(head=(nn.LogSoftmax(dim=1),))
     assert run_checks(log_probabilities, x, _labels(log_probabilities, x)) == []
 
 
 def test_randomness_fires_on_dropout_forced_into_training_mode(x):
-    model = _net(head=(ForcedDropout(), nn.Linear(10, 10)))
+    model = small_cnn(head=(ForcedDropout(), nn.Linear(10, 10)))
     warnings = check_randomness(model, x)
     assert [w.check for w in warnings] == ["randomness"]
     assert warnings[0].details["max_difference"] > 1e-4 and "version='rand'" in warnings[0].message
     # an ordinary nn.Dropout is switched off by eval mode, even if the model was left in training mode
-    assert check_randomness(_net(head=(nn.Dropout(0.5), nn.Linear(10, 10))).train(), x) == []
+    assert check_randomness(small_cnn(head=(nn.Dropout(0.5), nn.Linear(10, 10))).train(), x) == []
     with pytest.raises(ValueError, match="at least 2"):
         check_randomness(model, x, n_passes=1)
 
 
 def test_softmax_outputs_fire_on_probabilities_only(x):
-    warnings = check_softmax_outputs(_net(head=(nn.Softmax(dim=1),)), x)
+    warnings = check_softmax_outputs(small_cnn(head=(nn.Softmax(dim=1),)), x)
     assert [w.check for w in warnings] == ["softmax_outputs"] and "logits" in warnings[0].message
-    assert check_softmax_outputs(_net(), x) == []
-    assert check_softmax_outputs(_net(head=(nn.Sigmoid(),)), x) == []  # in [0, 1] but rows do not sum to 1
+    assert check_softmax_outputs(small_cnn(), x) == []
+    assert check_softmax_outputs(small_cnn(head=(nn.Sigmoid(),)), x) == []  # in [0, 1] but rows do not sum to 1
 
 
 @pytest.mark.parametrize("broken", [Quantize, Sign], ids=["rounding", "sign"])
 def test_zero_gradients_fire_on_piecewise_constant_inputs(x, broken):
-    model = _net(broken())
+    model = small_cnn(broken())
     warnings = check_zero_gradients(model, x, _labels(model, x))
     assert [w.check for w in warnings] == ["zero_gradients"]
     assert warnings[0].details["fraction"] == 1.0 and warnings[0].details["loss"] == "dlr"
@@ -115,7 +102,7 @@ def test_zero_gradients_fire_on_piecewise_constant_inputs(x, broken):
 
 
 def test_zero_gradients_fire_when_forward_runs_without_grad(x):
-    model = NoGrad(_net())
+    model = NoGrad(small_cnn())
     warnings = check_zero_gradients(model, x, _labels(model, x), loss="ce")
     assert warnings[0].details == {
         "loss": "ce",
@@ -127,15 +114,15 @@ def test_zero_gradients_fire_when_forward_runs_without_grad(x):
 
 
 def test_zero_gradients_threshold_and_options(x):
-    model = _net()
+    model = small_cnn()
     y = _labels(model, x)
     assert check_zero_gradients(model, x, y, loss="ce") == []
-    assert check_zero_gradients(_net(Quantize()), x, _labels(_net(Quantize()), x), threshold=1.0) == []
+    assert check_zero_gradients(small_cnn(Quantize()), x, _labels(small_cnn(Quantize()), x), threshold=1.0) == []
     # binary problems have no DLR: cross-entropy is used instead
     binary = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
     assert check_zero_gradients(binary, x, _labels(binary, x)) == []
     # misclassified points are not attacked, so they are not checked
-    assert check_zero_gradients(_net(Quantize()), x, (_labels(_net(Quantize()), x) + 1) % 10) == []
+    assert check_zero_gradients(small_cnn(Quantize()), x, (_labels(small_cnn(Quantize()), x) + 1) % 10) == []
     with pytest.raises(ValueError, match="choose one of dlr, ce"):
         check_zero_gradients(model, x, y, loss="hinge")
 
@@ -178,7 +165,7 @@ def test_monotone_check_finds_every_increase_in_any_order():
 
 
 def test_state_check_catches_batchnorm_updates_and_gradients(x):
-    model = _net().train()
+    model = small_cnn().train()
     before = snapshot_state(model)
     pgd(model, x, _labels(model, x), eps=8 / 255, steps=2)
     run_checks(model, x, _labels(model, x))

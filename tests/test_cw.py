@@ -5,24 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from nets import small_cnn
 from PIL import Image
 from torch import nn
 
 from robustlit.attacks._common import margin_loss
 from robustlit.attacks.cw import CWL2, CWLinf, cw_l2, cw_linf
 from robustlit.attacks.pgd import pgd
-
-
-def _small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32, 10),
-    )
 
 
 def _mlp() -> nn.Module:
@@ -124,7 +113,7 @@ def test_result_does_not_depend_on_batching(batch):
 
 
 def test_modes_buffers_and_grads_are_untouched(batch):
-    model = _small_cnn().train()
+    model = small_cnn().train()
     model[1].eval()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     cw_l2(model, *batch, c=1.0, steps=5, binary_search_steps=2)
@@ -145,7 +134,7 @@ def test_cw_linf_is_pgd_on_the_margin_loss(batch):
 
 
 def test_bad_arguments_name_the_fix(batch):
-    model = _small_cnn()
+    model = small_cnn()
     x, y = batch
     with pytest.raises(ValueError, match="use cw_linf for Linf"):
         cw_l2(model, x, y, norm="Linf")

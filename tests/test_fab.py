@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from nets import small_cnn
 from torch import nn
 
 from robustlit.attacks.fab import FABT, fab_targeted, hyperplane_box_projection
@@ -16,20 +17,12 @@ NORM_ORDER = {"Linf": float("inf"), "L2": 2, "L1": 1}
 DUAL_ORDER = {"Linf": 1, "L2": 2, "L1": float("inf")}
 
 
-def _small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(32, 10),
-    )
-
-
 @pytest.fixture(scope="module")
 def batch():
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(16, 3, 8, 8, generator=generator)
     with torch.no_grad():
-        y = _small_cnn().eval()(x).argmax(1)  # all correct, so every point is attacked
+        y = small_cnn().eval()(x).argmax(1)  # all correct, so every point is attacked
     return x, y
 
 
@@ -39,7 +32,7 @@ def _size(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("norm", ["Linf", "L2", "L1"])
 def test_perturbation_stays_in_ball_and_image_range(batch, norm):
-    model = _small_cnn().eval()
+    model = small_cnn().eval()
     x, y = batch
     eps = {"Linf": 0.05, "L2": 0.5, "L1": 5.0}[norm]
     x_adv = fab_targeted(model, x, y, eps=eps, norm=norm, steps=10, n_target_classes=3, restarts=2)
@@ -53,7 +46,7 @@ def test_perturbation_stays_in_ball_and_image_range(batch, norm):
 
 
 def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
-    model = _small_cnn().train()
+    model = small_cnn().train()
     model[1].eval()
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     fab_targeted(model, *batch, eps=0.05, steps=3, n_target_classes=2, restarts=2)
@@ -64,7 +57,7 @@ def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_results_do_not_depend_on_batch_size(batch, norm):
-    model = _small_cnn().eval()
+    model = small_cnn().eval()
     x, y = batch
     ids = torch.arange(50, 66)
     eps = 0.03 if norm == "Linf" else 0.3
@@ -208,7 +201,7 @@ def test_box_constrained_minimum_of_a_linear_classifier():
 
 
 def test_misclassified_inputs_come_back_unchanged_and_bad_arguments_fail(batch):
-    model = _small_cnn().eval()
+    model = small_cnn().eval()
     x, y = batch
     wrong = (y + 1) % 10
     assert torch.equal(fab_targeted(model, x, wrong, eps=0.1, steps=5), x)

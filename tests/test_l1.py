@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from nets import small_cnn
 from scipy.optimize import minimize
 from torch import nn
 
@@ -127,16 +128,8 @@ def test_sparse_step_moves_top_k_movable_coordinates():
     assert torch.equal(l1_steepest_ascent(torch.zeros(2, 6), 0.5), torch.zeros(2, 6))
 
 
-def _small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(32, 10),
-    )
-
-
 def test_pgd_l1_stays_in_threat_model_raises_loss_and_ignores_batch_size():
-    model = _small_cnn().eval()
+    model = small_cnn().eval()
     generator = torch.Generator().manual_seed(1)
     x, y = torch.rand(12, 3, 8, 8, generator=generator), torch.randint(0, 10, (12,), generator=generator)
     ids = torch.arange(50, 62)

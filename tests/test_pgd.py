@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from nets import small_cnn
 
 from robustlit.attacks import PGD, fgsm, pgd
 from robustlit.attacks._common import margin_loss, project
-
-
-def _small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(32, 10),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +18,7 @@ def batch():
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_perturbation_stays_in_ball_and_image_range(batch, norm):
-    model = _small_cnn()
+    model = small_cnn()
     x, y = batch
     eps = 8 / 255 if norm == "Linf" else 0.5
     x_adv = pgd(model, x, y, eps=eps, steps=10, norm=norm, restarts=2, sample_ids=torch.arange(24))
@@ -38,7 +30,7 @@ def test_perturbation_stays_in_ball_and_image_range(batch, norm):
 
 
 def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
-    model = _small_cnn().train()
+    model = small_cnn().train()
     model[1].eval()  # a mixed-mode model: the BN layer alone is frozen
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     pgd(model, *batch, eps=8 / 255, steps=3)
@@ -48,7 +40,7 @@ def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
 
 
 def test_pgd_increases_loss_and_beats_fgsm(batch):
-    model = _small_cnn().eval()
+    model = small_cnn().eval()
     x, y = batch
     with torch.no_grad():
         clean = margin_loss(model(x), y).mean()
@@ -58,7 +50,7 @@ def test_pgd_increases_loss_and_beats_fgsm(batch):
 
 
 def test_flags_do_not_depend_on_batch_size(batch):
-    model = _small_cnn().eval()
+    model = small_cnn().eval()
     x, y = batch
     ids = torch.arange(100, 124)
     whole = pgd(model, x, y, eps=16 / 255, steps=5, restarts=2, sample_ids=ids)
@@ -70,7 +62,7 @@ def test_flags_do_not_depend_on_batch_size(batch):
 
 
 def test_zero_eps_returns_clean_inputs_and_bad_arguments_fail(batch):
-    model = _small_cnn()
+    model = small_cnn()
     x, y = batch
     assert torch.equal(pgd(model, x, y, eps=0.0), x)
     with pytest.raises(ValueError, match="choose one of Linf, L2"):

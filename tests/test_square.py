@@ -6,18 +6,11 @@ import time
 
 import pytest
 import torch
+from nets import small_cnn
 from torch import nn
 
 from robustlit.attacks.square import Square, _square_pattern, _stripes, p_schedule, square
 from robustlit.rng import sample_seeds
-
-
-def _small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(32, 10),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +26,7 @@ def _size(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_perturbation_stays_in_ball_and_image_range(batch, norm):
-    model = _small_cnn().eval()
+    model = small_cnn().eval()
     x, y = batch
     with torch.no_grad():
         y = model(x).argmax(1)  # every point starts correct, so every point gets attacked
@@ -59,7 +52,7 @@ def test_l2_candidates_use_the_whole_radius():
 
 
 def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
-    model = _small_cnn().train()
+    model = small_cnn().train()
     model[1].eval()
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     for norm in ("Linf", "L2"):
@@ -71,7 +64,7 @@ def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_results_do_not_depend_on_batch_size(batch, norm):
-    model = _small_cnn().eval()
+    model = small_cnn().eval()
     x, y = batch
     ids = torch.arange(100, 124)
     eps = 8 / 255 if norm == "Linf" else 0.5
@@ -147,7 +140,7 @@ def test_initializations_follow_the_reference():
 
 
 def test_zero_eps_and_bad_arguments(batch):
-    model = _small_cnn()
+    model = small_cnn()
     x, y = batch
     assert torch.equal(square(model, x, y, eps=0.0), x)
     with pytest.raises(ValueError, match="norm='Linf' or norm='L2'"):
