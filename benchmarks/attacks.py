@@ -105,7 +105,9 @@ def peer(name: str, model: nn.Module, x: Tensor, y: Tensor, device: str) -> tupl
         from pyautoattack import AutoAttack
 
         reference = AutoAttack(model, eps=EPS, norm="Linf", version="standard", device=device, seed=0)
-        return "fra31 reference", reference.run_standard_evaluation(x, y, batch_size=len(x))
+        adversarial = reference.run_standard_evaluation(x, y, batch_size=len(x))
+        # pyautoattack returns (x_adv, y_adv) where the original returned x_adv alone
+        return "fra31 reference", adversarial[0] if isinstance(adversarial, tuple) else adversarial
     raise ValueError(name)
 
 
