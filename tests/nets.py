@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -22,3 +24,15 @@ def small_cnn(
         nn.Linear(4 * width, classes),
         *head,
     )
+
+
+def assert_attack_leaves_model_untouched(attack: Callable[[nn.Module], object], **cnn_options: object) -> None:
+    """Run ``attack`` on a mixed-mode :func:`small_cnn` (training, BatchNorm frozen) and check it restored
+    every submodule's mode and changed no buffer, parameter or parameter gradient."""
+    model = small_cnn(**cnn_options).train()
+    model[1].eval()  # a mixed-mode model: the BN layer alone is frozen
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    attack(model)
+    assert model.training and not model[1].training
+    assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())

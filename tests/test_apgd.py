@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from nets import small_cnn
+from nets import assert_attack_leaves_model_untouched, small_cnn
 from torch import nn
 
 from robustlit.attacks import APGD, APGDT, ATTACKS, apgd, apgd_targeted, dlr_loss, pgd, targeted_dlr_loss
@@ -144,15 +144,13 @@ def test_apgd_and_apgd_t_stay_in_the_threat_model(batch, norm):
 
 
 def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
-    model = small_cnn(width=16, max_pool=True).train()
-    model[1].eval()  # a mixed-mode model: the BN layer alone is frozen
-    buffers = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = batch
-    apgd(model, x, y, eps=8 / 255, steps=3)
-    apgd_targeted(model, x, y, eps=8 / 255, steps=3, n_target_classes=2)
-    assert model.training and not model[1].training
-    assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
+
+    def attack(model):
+        apgd(model, x, y, eps=8 / 255, steps=3)
+        apgd_targeted(model, x, y, eps=8 / 255, steps=3, n_target_classes=2)
+
+    assert_attack_leaves_model_untouched(attack, width=16, max_pool=True)
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L1"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nets import small_cnn
+from nets import assert_attack_leaves_model_untouched, small_cnn
 
 from robustlit.attacks import PGD, fgsm, pgd
 from robustlit.attacks._common import margin_loss, project
@@ -30,13 +30,7 @@ def test_perturbation_stays_in_ball_and_image_range(batch, norm):
 
 
 def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
-    model = small_cnn().train()
-    model[1].eval()  # a mixed-mode model: the BN layer alone is frozen
-    buffers = {k: v.clone() for k, v in model.state_dict().items()}
-    pgd(model, *batch, eps=8 / 255, steps=3)
-    assert model.training and not model[1].training
-    assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
+    assert_attack_leaves_model_untouched(lambda model: pgd(model, *batch, eps=8 / 255, steps=3))
 
 
 def test_pgd_increases_loss_and_beats_fgsm(batch):

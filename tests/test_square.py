@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from nets import small_cnn
+from nets import assert_attack_leaves_model_untouched, small_cnn
 from torch import nn
 
 from robustlit.attacks.square import Square, _square_pattern, _stripes, p_schedule, square
@@ -52,14 +52,11 @@ def test_l2_candidates_use_the_whole_radius():
 
 
 def test_attack_restores_modes_and_leaves_buffers_and_grads(batch):
-    model = small_cnn().train()
-    model[1].eval()
-    buffers = {k: v.clone() for k, v in model.state_dict().items()}
-    for norm in ("Linf", "L2"):
-        square(model, *batch, eps=8 / 255, norm=norm, queries=5)
-    assert model.training and not model[1].training
-    assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
+    def attack(model):
+        for norm in ("Linf", "L2"):
+            square(model, *batch, eps=8 / 255, norm=norm, queries=5)
+
+    assert_attack_leaves_model_untouched(attack)
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
