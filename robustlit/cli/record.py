@@ -45,7 +45,11 @@ def build_report(
     timings: dict[str, float],
     artifacts: list[Artifact],
 ) -> Report:
-    """Collect run, model, data, metrics, timings and artifacts into a :class:`Report`."""
+    """Collect run, model, data, metrics, timings and artifacts into a :class:`Report`.
+
+    Each suite's :meth:`~robustlit.suites.EvaluationSuite.write_artifacts` runs here, so its files land
+    in the run's output directory and are listed in the report.
+    """
     described = describe_model(model)
     data = datamodule.describe()
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -65,7 +69,7 @@ def build_report(
         data=DataInfo(name=data["name"], n_test=data["n_test"], fingerprint=data["fingerprint"]),
         metrics=metrics,
         timings={**{k: round(v, 3) for k, v in timings.items()}, **suite_timings},
-        artifacts=artifacts,
+        artifacts=[*artifacts, *(item for suite in suites for item in suite.write_artifacts(Path(cfg.output_dir)))],
         warnings=findings,
     )
 

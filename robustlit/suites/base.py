@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 
 from robustlit.attacks import eval_mode
 from robustlit.module import unpack_batch
-from robustlit.reporting.schema import Metric
+from robustlit.reporting.schema import Artifact, Metric
 
 STAGES = ("test", "validate")
 
@@ -72,6 +73,19 @@ class EvaluationSuite(L.Callback):
     def compute(self) -> list[Metric]:
         """Metrics of everything seen since :meth:`reset`."""
         raise NotImplementedError
+
+    def write_artifacts(self, output_dir: Path) -> list[Artifact]:
+        """Write this suite's own files (plots, tables) into ``output_dir`` after :meth:`compute`.
+
+        Called once per run by the CLI before the report is written. The default writes nothing;
+        suites whose figures cannot be rebuilt from metric rows (score histograms, ROC curves)
+        override it.
+
+        Example:
+            >>> Count().write_artifacts(Path("runs/x"))  # doctest: +SKIP
+            []
+        """
+        return []
 
     def evaluate(self, model: nn.Module, loader: Any) -> list[Metric]:
         """Run the suite over a data loader without a Trainer.
