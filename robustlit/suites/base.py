@@ -28,6 +28,9 @@ class EvaluationSuite(L.Callback):
     noise, so results do not depend on the batch size.
 
     Subclasses set :attr:`suite` and implement :meth:`reset`, :meth:`update` and :meth:`compute`.
+    Per-sample results go through :meth:`store` and come back, ordered by sample id, from
+    :meth:`stored`; under DDP these are gathered from every rank, so a suite that keeps its
+    state this way reports the same numbers as a single-process run.
 
     Args:
         limit: Only evaluate the first ``limit`` samples (``None``: all of them).
@@ -61,6 +64,32 @@ class EvaluationSuite(L.Callback):
         self.results: list[Metric] = []
         self.seconds = 0.0
         self._offset = 0
+        self._stored: dict[str, list[tuple[Tensor, Tensor]]] = {}
+
+    def store(self, name: str, values: Tensor, sample_ids: Tensor) -> None:
+        """Keep per-sample values (first dimension = the batch) for :meth:`compute`.
+
+        Example:
+            >>> suite = EvaluationSuite()
+            >>> suite.store("correct", torch.tensor([True, False]), torch.tensor([3, 1]))
+            >>> suite.stored("correct")
+            tensor([False,  True])
+        """
+        if values.shape[0] != sample_ids.shape[0]:
+            raise ValueError(f"store({name!r}): {values.shape[0]} values for {sample_ids.shape[0]} sample ids")
+        self._stored.setdefault(name, []).append((sample_ids.detach().cpu(), values.detach().cpu()))
+
+    def stored(self, name: str) -> Tensor:
+        """Everything stored under ``name``, one row per sample, ordered by sample id.
+
+        A sample stored twice (as the padding of a distributed sampler does) counts once.
+        """
+        chunks = self._stored.get(name)
+        if not chunks:
+            raise KeyError(f"{type(self).__name__} stored nothing under {name!r}")
+        ids = torch.cat([chunk_ids for chunk_ids, _ in chunks])
+        values = torch.cat([chunk_values for _, chunk_values in chunks])
+        return values[_first_occurrence(ids)]
 
     def reset(self) -> None:
         """Clear the accumulated state before an epoch."""
@@ -100,6 +129,7 @@ class EvaluationSuite(L.Callback):
         return self._finish(None)
 
     def _start(self) -> None:
+        self._stored = {}
         self.reset()
         self._offset = 0
         self.seconds = 0.0
@@ -159,3 +189,10 @@ class EvaluationSuite(L.Callback):
         """Compute and log the metrics."""
         if "validate" in self.stages and not trainer.sanity_checking:
             self._finish(pl_module)
+
+
+def _first_occurrence(ids: Tensor) -> Tensor:
+    """For each distinct id, in ascending order, the position of its first occurrence in ``ids``."""
+    unique_ids, inverse = torch.unique(ids, return_inverse=True)
+    first = torch.full((unique_ids.shape[0],), ids.shape[0], dtype=torch.long)
+    return first.scatter_reduce(0, inverse, torch.arange(ids.shape[0]), reduce="amin")
