@@ -113,13 +113,15 @@ class AdversarialSuite(EvaluationSuite):
 
     def reset(self) -> None:
         """Zero the counts and forget the warnings of the previous epoch."""
-        self._counts: dict[tuple[str, str, float, str], int] = {}
-        self._total = 0
+        self._keys: dict[str, tuple[str, str, float, str]] = {}
         self._state_before: dict[str, Tensor] | None = None
         self.warnings = []
 
-    def _count(self, key: tuple[str, str, float, str], flags: Tensor) -> None:
-        self._counts[key] = self._counts.get(key, 0) + int(flags.sum())
+    def _count(self, key: tuple[str, str, float, str], flags: Tensor, sample_ids: Tensor) -> None:
+        """Store per-sample flags under ``key`` = (attack, norm, ε, kind)."""
+        name = "|".join(str(part) for part in key)
+        self._keys[name] = key
+        self.store(name, flags, sample_ids)
 
     def _settings(self, attack: str) -> dict[str, Any]:
         if attack in AUTOATTACK_NAMES:
@@ -150,23 +152,22 @@ class AdversarialSuite(EvaluationSuite):
                     **self._settings(attack),
                 )
                 for radius in radii:
-                    self._count((attack, norm, radius, "robust"), curve.robust[radius])
-                    self._count((attack, norm, radius, "raw"), curve.raw[radius])
+                    self._count((attack, norm, radius, "robust"), curve.robust[radius], sample_ids)
+                    self._count((attack, norm, radius, "raw"), curve.raw[radius], sample_ids)
                     worst[radius] &= curve.robust[radius]
                 for radius, result in curve.autoattack.items():
                     components = list(result.robust_after)
                     for component, flags in result.robust_after.items():
-                        self._count((attack, norm, radius, f"after:{component}"), flags)
+                        self._count((attack, norm, radius, f"after:{component}"), flags, sample_ids)
                     if "square" in components[1:]:
                         before = components[components.index("square") - 1]
-                        self._count((attack, norm, radius, "before:square"), result.robust_after[before])
+                        self._count((attack, norm, radius, "before:square"), result.robust_after[before], sample_ids)
             for radius in radii:
-                self._count(("worst_case", norm, radius, "robust"), worst[radius])
-        self._total += y.shape[0]
+                self._count(("worst_case", norm, radius, "robust"), worst[radius], sample_ids)
 
     def compute(self) -> list[Metric]:
         """``adversarial/robust_accuracy`` rows, and AutoAttack's ``robust_accuracy_after`` rows."""
-        if self._total == 0:
+        if not self._stored:
             return []
         metrics = []
         names = self.attacks + (["worst_case"] if len(self.attacks) > 1 else [])
@@ -178,7 +179,8 @@ class AdversarialSuite(EvaluationSuite):
                         Metric(self.suite, "robust_accuracy", self._rate(attack, norm, radius, "robust"), context)
                     )
                     components = sorted(
-                        k[3] for k in self._counts if k[:3] == (attack, norm, radius) and k[3].startswith("after:")
+                        kind for *head, kind in self._keys.values()
+                        if tuple(head) == (attack, norm, radius) and kind.startswith("after:")
                     )
                     for component in components:
                         metrics.append(
@@ -193,7 +195,7 @@ class AdversarialSuite(EvaluationSuite):
 
     def _finish(self, pl_module: Any) -> list[Metric]:
         results = super()._finish(pl_module)
-        if self.checks and self._total:
+        if self.checks and self._stored:
             self.warnings.extend(self._final_checks(pl_module))
         for warning in self.warnings:
             rank_zero_warn(f"[{warning.check}] {warning.message}")
@@ -208,7 +210,7 @@ class AdversarialSuite(EvaluationSuite):
                 raw = [self._rate(attack, norm, radius, "raw") for radius in radii]
                 found += check_monotone_in_eps(radii, raw)
                 for radius in radii:
-                    if (attack, norm, radius, "before:square") in self._counts:
+                    if (attack, norm, radius, "before:square") in self._keys.values():
                         found += check_square_beats_whitebox(
                             self._rate(attack, norm, radius, "before:square"),
                             self._rate(attack, norm, radius, "after:square"),
@@ -216,7 +218,7 @@ class AdversarialSuite(EvaluationSuite):
         return found
 
     def _rate(self, attack: str, norm: str, radius: float, kind: str) -> float:
-        return self._counts.get((attack, norm, radius, kind), 0) / self._total
+        return self.stored("|".join(str(part) for part in (attack, norm, radius, kind))).float().mean().item()
 
     def _context(self, attack: str, norm: str, radius: float) -> dict[str, Any]:
         context: dict[str, Any] = {"attack": attack, "norm": norm, "eps": round(radius, 7)}

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
 from robustlit.attacks import eval_mode
 from robustlit.module import unpack_batch
@@ -122,33 +123,37 @@ class EvaluationSuite(L.Callback):
         Example:
             >>> metrics = CalibrationSuite().evaluate(model, test_loader)  # doctest: +SKIP
         """
-        self._start()
+        self._start(_sampler_order(loader))
         with eval_mode(model):
             for batch in loader:
                 self._process(model, batch)
         return self._finish(None)
 
-    def _start(self) -> None:
+    def _start(self, order: Tensor | None = None) -> None:
+        """Reset; ``order`` lists the dataset indices this process's loader yields (``None``: 0, 1, 2 …)."""
         self._stored = {}
+        self._order = order
         self.reset()
         self._offset = 0
         self.seconds = 0.0
 
     def _process(self, model: nn.Module, batch: Any) -> None:
         x, y = unpack_batch(batch)
-        start = self._offset
-        count = x.shape[0] if self.limit is None else max(0, min(x.shape[0], self.limit - start))
-        self._offset += x.shape[0]
-        if count == 0:
+        start, self._offset = self._offset, self._offset + x.shape[0]
+        positions = torch.arange(start, start + x.shape[0])
+        ids = positions if self._order is None else self._order[positions]
+        keep = torch.ones_like(ids, dtype=torch.bool) if self.limit is None else ids < self.limit
+        if not bool(keep.any()):
             return
         began = time.perf_counter()
         with torch.inference_mode(False), torch.enable_grad():
-            x, y = x[:count].clone(), y[:count].clone()
-            ids = torch.arange(start, start + count, device=x.device)
-            self.update(model, x, y, ids)
+            mask = keep.to(x.device)
+            x, y = x[mask].clone(), y[mask].clone()
+            self.update(model, x, y, ids[keep].to(x.device))
         self.seconds += time.perf_counter() - began
 
     def _finish(self, pl_module: L.LightningModule | None) -> list[Metric]:
+        self._gather_stored()
         self.results = self.compute()
         if pl_module is not None and pl_module._trainer is not None:
             for metric in self.results:
@@ -158,10 +163,21 @@ class EvaluationSuite(L.Callback):
                 pl_module.log(key, metric.value)
         return self.results
 
+    def _gather_stored(self) -> None:
+        """Under DDP, replace each process's stored values with every process's (ids keep them apart)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        if torch.distributed.get_world_size() < 2:
+            return
+        everyone: list[dict[str, list[tuple[Tensor, Tensor]]]] = [{} for _ in range(torch.distributed.get_world_size())]
+        torch.distributed.all_gather_object(everyone, self._stored)
+        names = sorted({name for stored in everyone for name in stored})
+        self._stored = {name: [chunk for stored in everyone for chunk in stored.get(name, [])] for name in names}
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Reset before the test loop."""
         if "test" in self.stages:
-            self._start()
+            self._start(_sampler_order(_first_loader(trainer.test_dataloaders)))
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -177,7 +193,7 @@ class EvaluationSuite(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Reset before the validation loop."""
         if "validate" in self.stages and not trainer.sanity_checking:
-            self._start()
+            self._start(_sampler_order(_first_loader(trainer.val_dataloaders)))
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -196,3 +212,18 @@ def _first_occurrence(ids: Tensor) -> Tensor:
     unique_ids, inverse = torch.unique(ids, return_inverse=True)
     first = torch.full((unique_ids.shape[0],), ids.shape[0], dtype=torch.long)
     return first.scatter_reduce(0, inverse, torch.arange(ids.shape[0]), reduce="amin")
+
+
+def _first_loader(loaders: Any) -> Any:
+    """The first data loader of a Trainer's loader attribute (a loader, a list of them, or ``None``)."""
+    if isinstance(loaders, list | tuple):
+        return loaders[0] if loaders else None
+    return loaders
+
+
+def _sampler_order(loader: Any) -> Tensor | None:
+    """The dataset indices a distributed loader yields on this process, in order (``None`` otherwise)."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler):
+        return torch.tensor(list(iter(sampler)), dtype=torch.long)
+    return None

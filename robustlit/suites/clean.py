@@ -20,16 +20,16 @@ class CleanSuite(EvaluationSuite):
     suite = "clean"
 
     def reset(self) -> None:
-        """Zero the counts."""
-        self._correct = 0
-        self._total = 0
+        """Nothing to reset: per-sample results live in the suite's store."""
 
     @torch.no_grad()
     def update(self, model: nn.Module, x: Tensor, y: Tensor, sample_ids: Tensor) -> None:
-        """Count correct predictions."""
-        self._correct += int((model(x).argmax(dim=1) == y).sum())
-        self._total += y.shape[0]
+        """Record which samples are classified correctly."""
+        self.store("correct", model(x).argmax(dim=1) == y, sample_ids)
 
     def compute(self) -> list[Metric]:
         """``clean/accuracy``."""
-        return [Metric(self.suite, "accuracy", self._correct / max(self._total, 1), {"n": self._total})]
+        if "correct" not in self._stored:
+            return []
+        correct = self.stored("correct")
+        return [Metric(self.suite, "accuracy", correct.float().mean().item(), {"n": correct.shape[0]})]
