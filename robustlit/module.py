@@ -9,8 +9,9 @@ that :meth:`RobustModule.robust_step` applies around a single forward pass.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightning as L
@@ -21,7 +22,9 @@ from torch import Tensor, nn
 from robustlit.errors import ConfigError
 from robustlit.losses import soft_cross_entropy
 
-__all__ = ["BatchTransform", "LossTerm", "RobustClassifier", "RobustModule", "StepContext", "unpack_batch"]
+__all__ = [
+    "BatchTransform", "LossTerm", "RobustClassifier", "RobustModule", "StepContext", "unpack_batch", "unpack_groups",
+]
 
 
 @dataclass
@@ -40,6 +43,11 @@ class StepContext:
         clean_targets: Labels as they came from the data loader.
         logits: Model outputs on ``inputs``; ``None`` until the forward pass ran.
         extras: Scratch space shared by transforms and terms of the same step.
+        groups: Group (or environment) id of each clean sample, ``(N,)`` int64, when the batch carries
+            one (``(x, y, g)`` or a dict with a ``"group"`` key); ``None`` otherwise. Read by group DRO,
+            IRM and V-REx.
+        replay: True while an optimizer-level method re-runs this step on the same transformed batch
+            (SAM's second pass, see :meth:`RobustModule.replay_step`); stateful terms must not update then.
 
     Example:
         >>> import torch
@@ -57,6 +65,8 @@ class StepContext:
     clean_targets: Tensor = None  # type: ignore[assignment]
     logits: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    groups: Tensor | None = None
+    replay: bool = False
 
     def __post_init__(self) -> None:
         if self.clean_inputs is None:
@@ -105,6 +115,23 @@ def unpack_batch(batch: Any) -> tuple[Tensor, Tensor]:
     )
 
 
+def unpack_groups(batch: Any) -> Tensor | None:
+    """Return the group ids of a ``(x, y, g, ...)`` sequence or a dict with a ``"group"`` key, else ``None``.
+
+    Example:
+        >>> import torch
+        >>> unpack_groups([torch.zeros(2, 3), torch.tensor([1, 0]), torch.tensor([3, 2])]).tolist()
+        [3, 2]
+        >>> unpack_groups([torch.zeros(2, 3), torch.tensor([1, 0])]) is None
+        True
+    """
+    if isinstance(batch, Mapping):
+        return batch.get("group")
+    if isinstance(batch, list | tuple) and len(batch) >= 3 and isinstance(batch[2], Tensor):
+        return batch[2]
+    return None
+
+
 @dataclass
 class _Registration:
     fn: Callable[[StepContext], Any]
@@ -139,7 +166,7 @@ class RobustModule:
 
     def _robust_registry(self, kind: str) -> dict[str, _Registration]:
         registries = self.__dict__.setdefault("_robust_registries", {"transform": {}, "loss": {}})
-        return registries[kind]
+        return registries.setdefault(kind, {})
 
     def register_batch_transform(self, name: str, transform: BatchTransform, order: int = 0) -> None:
         """Apply ``transform`` to every training batch before the forward pass.
@@ -167,16 +194,45 @@ class RobustModule:
         """
         self._register("loss", name, _Registration(term, weight=weight))
 
+    def replace_base_loss(self, name: str, loss: Callable[[Tensor, Tensor], Tensor]) -> None:
+        """Use ``loss(logits, targets)`` instead of cross-entropy as the base loss (focal, bi-tempered …).
+
+        Args:
+            name: Name of the replacement; ``unregister(name)`` restores cross-entropy.
+            loss: Callable mapping logits ``(N, K)`` and hard ``(N,)`` or soft ``(N, K)`` targets to a scalar.
+
+        Raises:
+            ValueError: If another base loss is already in place; only one can be.
+
+        Example:
+            >>> import lightning as L, torch
+            >>> class Net(RobustModule, L.LightningModule):
+            ...     def forward(self, x):
+            ...         return x
+            >>> net = Net()
+            >>> net.replace_base_loss("zero", lambda logits, targets: logits.sum() * 0)
+            >>> float(net.robust_loss(torch.ones(2, 3), torch.tensor([0, 1])))
+            0.0
+        """
+        registry = self._robust_registry("base")
+        if registry:
+            raise ValueError(
+                f"base loss {next(iter(registry))!r} is already in place on {type(self).__name__}; "
+                f"choose one base loss, not both it and {name!r}"
+            )
+        registry[name] = _Registration(loss)
+
     def unregister(self, name: str) -> None:
-        """Remove a batch transform or loss term by name; unknown names are ignored."""
-        for kind in ("transform", "loss"):
+        """Remove a batch transform, loss term or base-loss replacement by name; unknown names are ignored."""
+        for kind in ("transform", "loss", "base"):
             self._robust_registry(kind).pop(name, None)
 
     @property
     def registered_names(self) -> list[str]:
-        """Names of all registered transforms (in run order) followed by loss terms."""
+        """Names of all registered transforms (in run order), then loss terms, then a base-loss replacement."""
         transforms = sorted(self._robust_registry("transform").items(), key=lambda kv: kv[1].order)
-        return [name for name, _ in transforms] + list(self._robust_registry("loss"))
+        names = [name for name, _ in transforms]
+        return names + list(self._robust_registry("loss")) + list(self._robust_registry("base"))
 
     def _register(self, kind: str, name: str, registration: _Registration) -> None:
         registry = self._robust_registry(kind)
@@ -188,8 +244,36 @@ class RobustModule:
         """Split a batch into ``(inputs, targets)``; override for custom batch layouts."""
         return unpack_batch(batch)
 
+    def unpack_groups(self, batch: Any) -> Tensor | None:
+        """Group ids of a batch (``None`` if it has none); override for custom batch layouts."""
+        return unpack_groups(batch)
+
+    @contextmanager
+    def replay_step(self) -> Iterator[None]:
+        """Within this block, :meth:`robust_step` re-runs the last step on the batch its transforms produced.
+
+        Optimizer-level methods (SAM) need a second forward/backward on the *same* training batch at
+        other weights: transforms are not re-drawn, ``ctx.replay`` is True and nothing is logged.
+
+        Raises:
+            RuntimeError: If no step ran yet.
+        """
+        last = self.__dict__.get("_robust_last_step")
+        if last is None:
+            raise RuntimeError(f"{type(self).__name__}.replay_step() needs a robust_step() to replay first")
+        self.__dict__["_robust_replay"] = last
+        try:
+            yield
+        finally:
+            self.__dict__.pop("_robust_replay", None)
+
     def robust_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """Base loss: cross-entropy for hard labels, soft cross-entropy for ``(N, K)`` targets."""
+        """Base loss: cross-entropy for hard labels, soft cross-entropy for ``(N, K)`` targets.
+
+        A loss set with :meth:`replace_base_loss` takes the place of cross-entropy.
+        """
+        for registration in self._robust_registry("base").values():
+            return registration.fn(logits, targets)
         return soft_cross_entropy(logits, targets)
 
     def robust_step(self, batch: Any, batch_idx: int = 0) -> dict[str, Tensor]:
@@ -202,18 +286,27 @@ class RobustModule:
         Returns:
             ``{"loss": scalar, "logits": detached logits}``.
         """
-        inputs, targets = self.unpack_batch(batch)
-        ctx = StepContext(module=self, batch_idx=batch_idx, inputs=inputs, targets=targets)  # type: ignore[arg-type]
-        for registration in sorted(self._robust_registry("transform").values(), key=lambda r: r.order):
-            ctx.inputs, ctx.targets = registration.fn(ctx)
+        replayed = self.__dict__.get("_robust_replay")
+        if replayed is not None:
+            ctx = replace(replayed, extras=dict(replayed.extras), replay=True)
+        else:
+            inputs, targets = self.unpack_batch(batch)
+            ctx = StepContext(module=self, batch_idx=batch_idx, inputs=inputs, targets=targets,  # type: ignore[arg-type]
+                              groups=self.unpack_groups(batch))
+            for registration in sorted(self._robust_registry("transform").values(), key=lambda r: r.order):
+                ctx.inputs, ctx.targets = registration.fn(ctx)
+            self.__dict__["_robust_last_step"] = replace(ctx, extras=dict(ctx.extras))
         ctx.logits = self(ctx.inputs)  # type: ignore[operator]
         base_loss = self.robust_loss(ctx.logits, ctx.targets)
         loss = base_loss
-        batch_size = inputs.shape[0]
+        batch_size = ctx.clean_inputs.shape[0]
         for name, registration in self._robust_registry("loss").items():
             value = registration.fn(ctx)
             loss = loss + registration.weight * value
-            self._log_if_attached(f"train/reg/{name}", value.detach(), batch_size)
+            if not ctx.replay:
+                self._log_if_attached(f"train/reg/{name}", value.detach(), batch_size)
+        if ctx.replay:
+            return {"loss": loss, "logits": ctx.logits.detach()}
         self._log_if_attached("train/loss", loss.detach(), batch_size, prog_bar=True)
         self._log_if_attached("train/loss_base", base_loss.detach(), batch_size)
         accuracy = (ctx.logits.argmax(dim=1) == ctx.hard_targets).float().mean()
