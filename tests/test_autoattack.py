@@ -40,7 +40,9 @@ def test_reference_plans():
     assert standard["apgd-t"]["n_target_classes"] == 9 and standard["fab-t"]["n_target_classes"] == 9
     assert standard["square"] == {"queries": 5000, "p_init": 0.8, "restarts": 1}
     assert dict(autoattack_plan("standard", "L1"))["apgd-t"]["n_target_classes"] == 5
-    assert dict(autoattack_plan("plus", "Linf"))["apgd-ce"]["restarts"] == 5
+    plus = autoattack_plan("plus", "Linf")
+    assert [n for n, _ in plus] == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+    assert dict(plus)["apgd-ce"]["restarts"] == dict(plus)["fab"]["restarts"] == 5
     assert [n for n, _ in autoattack_plan("rand", "Linf")] == ["apgd-ce", "apgd-dlr"]
     for version in VERSIONS.values():
         for plan in version.values():

@@ -1,4 +1,4 @@
-"""FAB-T: exact projections, minimal perturbations of linear models, invariants, and a check on a real CNN."""
+"""FAB and FAB-T: exact projections, minimal perturbations of linear models, invariants, checks on a real CNN."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from nets import assert_attack_leaves_model_untouched, small_cnn
 from torch import nn
 
-from robustlit.attacks.fab import FABT, fab_targeted, hyperplane_box_projection
+from robustlit.attacks.fab import FAB, FABT, fab, fab_targeted, hyperplane_box_projection
 from robustlit.attacks.pgd import pgd
 
 NORM_ORDER = {"Linf": float("inf"), "L2": 2, "L1": 1}
@@ -177,6 +177,45 @@ def test_targets_the_closest_class_of_a_multiclass_linear_classifier(norm):
     ])
     assert (found >= minimal * (1 - 1e-5)).all() and (found <= minimal * 1.02).all()
     assert torch.equal(fab_targeted(model, x, y, eps=0.99 * minimal.min().item(), norm=norm, steps=10), x)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_untargeted_fab_heads_for_the_closest_class_in_one_run(norm):
+    """Untargeted FAB picks the nearest of all linearized boundaries, so one run finds the minimal distance,
+    including for the points whose nearest boundary is not the runner-up class. (Not L1: its one-coordinate
+    minimal steps leave the [0, 1] box here, so the box-free analytic distance is no oracle.)"""
+    model = _linear_model(4, seed=0, row_scale=(1.0, 0.2, 2.0, 0.5))
+    x = 0.4 + 0.2 * torch.rand(16, 3, 2, 2, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    minimal = _distance_to_boundary(model, x, y, norm)
+    x_adv = fab(model, x, y, eps=10.0, norm=norm, steps=20)
+    found = _size(x_adv - x, norm)
+    assert (model(x_adv).argmax(1) != y).all()
+    assert (found >= minimal * (1 - 1e-5)).all() and (found <= minimal * 1.01).all()
+    assert torch.equal(fab(model, x, y, eps=0.99 * minimal.min().item(), norm=norm, steps=10), x)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_untargeted_fab_invariants_and_batch_size_independence(batch, norm):
+    model = small_cnn().eval()
+    x, y = batch
+    eps = 0.05 if norm == "Linf" else 0.5
+    ids = torch.arange(100, 116)
+    x_adv = FAB(eps=eps, norm=norm, steps=8, restarts=2)(model, x, y, sample_ids=ids)
+    assert (_size(x_adv - x, norm) <= eps + 1e-5).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        fooled = model(x_adv).argmax(1) != y
+    assert fooled.any() and torch.equal(x_adv[~fooled], x[~fooled])
+    pieces = torch.cat([
+        fab(model, x[i:i + 5], y[i:i + 5], eps=eps, norm=norm, steps=8, restarts=2, sample_ids=ids[i:i + 5])
+        for i in range(0, 16, 5)
+    ])
+    torch.testing.assert_close(x_adv, pieces)
+    assert_attack_leaves_model_untouched(lambda m: fab(m, x, y, eps=eps, norm=norm, steps=3, restarts=2))
+    with pytest.raises(ValueError, match="fab supports norm"):
+        fab(model, x, y, eps=eps, norm="L0")
 
 
 def test_box_constrained_minimum_of_a_linear_classifier():

@@ -13,7 +13,7 @@ from robustlit.attacks._common import NORMS, eval_mode, margin_loss, parse_eps, 
 from robustlit.attacks.apgd import APGD, APGDT, apgd, apgd_targeted
 from robustlit.attacks.autoattack import VERSIONS, AutoAttackResult, autoattack
 from robustlit.attacks.cw import CWL2, CWLinf, cw_l2, cw_linf
-from robustlit.attacks.fab import FABT, fab_targeted
+from robustlit.attacks.fab import FAB, FABT, fab, fab_targeted
 from robustlit.attacks.l1 import l1_projection, l1_steepest_ascent
 from robustlit.attacks.losses import dlr_loss, targeted_dlr_loss
 from robustlit.attacks.pgd import PGD, fgsm, pgd
@@ -27,6 +27,7 @@ ATTACKS = {
     "apgd-ce": partial(apgd, loss="ce"),
     "apgd-dlr": partial(apgd, loss="dlr"),
     "apgd-t": apgd_targeted,
+    "fab": fab,
     "fab-t": fab_targeted,
     "square": square,
     "cw-l2": cw_l2,
@@ -39,6 +40,7 @@ __all__ = [
     "APGDT",
     "ATTACKS",
     "CWL2",
+    "FAB",
     "FABT",
     "NORMS",
     "PGD",
@@ -53,6 +55,7 @@ __all__ = [
     "autoattack",
     "cw_l2",
     "cw_linf",
+    "fab",
     "fab_targeted",
     "robustness_curve",
     "square",

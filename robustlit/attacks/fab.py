@@ -1,12 +1,12 @@
-"""FAB-T: the targeted Fast Adaptive Boundary attack, a minimum-norm attack under L∞, L2 and L1.
+"""FAB and FAB-T: the Fast Adaptive Boundary attack, a minimum-norm attack under L∞, L2 and L1.
 
 Reference: Croce & Hein, "Minimally distorted Adversarial Examples with a Fast Adaptive Boundary Attack",
-ICML 2020; the targeted version and its settings are those of AutoAttack (fra31/auto-attack).
+ICML 2020; the targeted version and the settings are those of AutoAttack (fra31/auto-attack).
 """
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +16,7 @@ from robustlit.attacks._common import eval_mode, per_sample_norm
 from robustlit.rng import normal, sample_seeds, uniform
 
 FAB_NORMS = ("Linf", "L2", "L1")
+DUAL_ORDERS = {"Linf": 1.0, "L2": 2.0, "L1": float("inf")}
 
 
 def hyperplane_box_projection(points: Tensor, w: Tensor, b: Tensor, norm: str) -> Tensor:
@@ -151,11 +152,87 @@ def fab_targeted(
         >>> bool(((x_adv - x).abs() <= 0.3 + 1e-6).all())
         True
     """
+    return _fab_attack(
+        model, x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta,
+        seed=seed, sample_ids=sample_ids, n_target_classes=n_target_classes,
+    )
+
+
+def fab(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    norm: str = "Linf",
+    steps: int = 100,
+    restarts: int = 1,
+    alpha_max: float = 0.1,
+    eta: float = 1.05,
+    beta: float = 0.9,
+    seed: int = 0,
+    sample_ids: Tensor | None = None,
+) -> Tensor:
+    """Untargeted FAB: every iteration heads for the closest linearized decision boundary of any class.
+
+    Each step linearizes ``z_k − z_y`` for every class ``k`` (one backward pass per class), keeps the
+    boundary at the smallest distance ``|z_k − z_y| / ‖∇(z_k − z_y)‖_*`` (dual norm), and then moves
+    exactly as :func:`fab_targeted` does. AutoAttack's ``plus`` version runs it with 5 restarts.
+
+    Args:
+        model: Any module mapping inputs in [0, 1] to logits.
+        x: Clean inputs, shape ``(N, ...)``, values in [0, 1].
+        y: Labels ``(N,)`` or soft targets ``(N, K)``.
+        eps: Radius in input units; perturbations found larger than ε count as failures.
+        norm: ``"Linf"``, ``"L2"`` or ``"L1"``.
+        steps: Iterations per restart.
+        restarts: Runs; the first starts at ``x``, later ones at a random point at distance ε/2.
+        alpha_max: Largest weight of the step from the clean input.
+        eta: Overshoot factor of the projection steps.
+        beta: Backward step after a crossing.
+        seed: Seed of the random restarts.
+        sample_ids: Stable ids of the samples (default ``arange(N)``).
+
+    Returns:
+        Adversarial inputs (detached), ``x`` for the points not fooled within ε.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> x, y = torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
+        >>> x_adv = fab(model, x, y, eps=0.3, steps=10)
+        >>> bool(((x_adv - x).abs() <= 0.3 + 1e-6).all())
+        True
+    """
+    return _fab_attack(
+        model, x, y, eps=eps, norm=norm, steps=steps, restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta,
+        seed=seed, sample_ids=sample_ids, n_target_classes=None,
+    )
+
+
+def _fab_attack(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    norm: str,
+    steps: int,
+    restarts: int,
+    alpha_max: float,
+    eta: float,
+    beta: float,
+    seed: int,
+    sample_ids: Tensor | None,
+    n_target_classes: int | None,
+) -> Tensor:
+    """FAB-T over the top ``n_target_classes`` targets, or untargeted FAB when it is ``None``."""
+    name = "fab" if n_target_classes is None else "fab_targeted"
     if norm not in FAB_NORMS:
-        raise ValueError(f"fab_targeted supports norm='Linf', 'L2' or 'L1', got norm={norm!r}")
+        raise ValueError(f"{name} supports norm='Linf', 'L2' or 'L1', got norm={norm!r}")
     if eps < 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
-    if steps < 1 or restarts < 1 or n_target_classes < 1:
+    if steps < 1 or restarts < 1 or (n_target_classes is not None and n_target_classes < 1):
         raise ValueError(
             f"steps, restarts and n_target_classes must be at least 1, got steps={steps}, "
             f"restarts={restarts}, n_target_classes={n_target_classes}"
@@ -171,23 +248,32 @@ def fab_targeted(
     with eval_mode(model):
         with torch.no_grad():
             logits = model(x)
-        n_targets = min(n_target_classes, logits.shape[1] - 1)
-        targets = logits.scatter(1, labels[:, None], float("-inf")).topk(n_targets, dim=1).indices
         pending = logits.argmax(dim=1) == labels
-        for target, restart in itertools.product(range(n_targets), range(restarts)):
-            index = pending.nonzero().squeeze(1)
-            if index.numel() == 0:
-                break
-            start = x[index]
-            if restart > 0:
-                seeds = sample_seeds(seed, ids[index], stream=target * restarts + restart)
-                start = _random_start(start, seeds, eps / 2, norm)
-            adversarial, distance = _fab_run(
-                model, x[index], labels[index], targets[index, target], start, norm, steps, alpha_max, eta, beta
-            )
-            fooled = distance <= eps
-            result[index[fooled]] = adversarial[fooled]
-            pending[index[fooled]] = False
+        if n_target_classes is None:
+            runs: list[Tensor | None] = [None]
+        else:
+            n_targets = min(n_target_classes, logits.shape[1] - 1)
+            top = logits.scatter(1, labels[:, None], float("-inf")).topk(n_targets, dim=1).indices
+            runs = list(top.T)
+        for run, targets in enumerate(runs):
+            for restart in range(restarts):
+                index = pending.nonzero().squeeze(1)
+                if index.numel() == 0:
+                    return result
+                start = x[index]
+                if restart > 0:
+                    seeds = sample_seeds(seed, ids[index], stream=run * restarts + restart)
+                    start = _random_start(start, seeds, eps / 2, norm)
+                if targets is None:
+                    linearize = _toward_closest_class(model, labels[index], norm)
+                else:
+                    linearize = _toward_class(model, labels[index], targets[index])
+                adversarial, distance = _fab_run(
+                    linearize, model, x[index], labels[index], start, norm, steps, alpha_max, eta, beta
+                )
+                fooled = distance <= eps
+                result[index[fooled]] = adversarial[fooled]
+                pending[index[fooled]] = False
     return result
 
 
@@ -200,11 +286,56 @@ def _random_start(x: Tensor, seeds: Tensor, radius: float, norm: str) -> Tensor:
     return (x + radius * noise / per_sample_norm(noise, norm).clamp_min(1e-12)).clamp(0.0, 1.0)
 
 
+Linearization = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+
+def _toward_class(model: nn.Module, labels: Tensor, targets: Tensor) -> Linearization:
+    """Linearize ``z_target − z_label`` at a point: returns the gap and its input gradient."""
+    rows = torch.arange(labels.shape[0], device=labels.device)
+
+    def linearize(point: Tensor) -> tuple[Tensor, Tensor]:
+        point = point.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(point)
+            gap = logits[rows, targets] - logits[rows, labels]
+            (grad,) = torch.autograd.grad(gap.sum(), point)
+        return gap.detach(), grad
+
+    return linearize
+
+
+def _toward_closest_class(model: nn.Module, labels: Tensor, norm: str) -> Linearization:
+    """Linearize every ``z_k − z_label`` and keep, per sample, the boundary closest in ``norm``.
+
+    The distance to the linearized boundary of class ``k`` is ``|gap_k| / ‖∇gap_k‖_*`` with ``‖·‖_*``
+    the dual norm. Each class costs one backward pass through the shared forward graph.
+    """
+    rows = torch.arange(labels.shape[0], device=labels.device)
+    dual = DUAL_ORDERS[norm]
+
+    def linearize(point: Tensor) -> tuple[Tensor, Tensor]:
+        point = point.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(point)
+            classes = logits.shape[1]
+            own = logits[rows, labels]
+            grads = torch.stack([
+                torch.autograd.grad((logits[:, k] - own).sum(), point, retain_graph=k < classes - 1)[0]
+                for k in range(classes)
+            ], dim=1)
+        gaps = (logits - own[:, None]).detach()
+        distance = gaps.abs() / torch.linalg.vector_norm(grads.flatten(2), ord=dual, dim=2).clamp_min(1e-12)
+        closest = distance.scatter(1, labels[:, None], float("inf")).argmin(dim=1)
+        return gaps[rows, closest], grads[rows, closest]
+
+    return linearize
+
+
 def _fab_run(
+    linearize: Linearization,
     model: nn.Module,
     x0: Tensor,
     labels: Tensor,
-    targets: Tensor,
     start: Tensor,
     norm: str,
     steps: int,
@@ -212,18 +343,13 @@ def _fab_run(
     eta: float,
     beta: float,
 ) -> tuple[Tensor, Tensor]:
-    """One FAB run towards ``targets``; returns the closest adversarial points and their distances (inf if none)."""
-    rows = torch.arange(x0.shape[0], device=x0.device)
+    """One FAB run along ``linearize``'s boundaries; returns the closest adversarial points and their distances."""
     flat0 = x0.flatten(1)
     point = start
     best = x0.clone()
     best_distance = torch.full((x0.shape[0],), float("inf"), device=x0.device)
     for _ in range(steps):
-        point.requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(point)
-            gap = logits[rows, targets] - logits[rows, labels]
-            (grad,) = torch.autograd.grad(gap.sum(), point)
+        gap, grad = linearize(point)
         with torch.no_grad():
             point = point.detach()
             # the linearized boundary {z : gap + <grad, z - point> = 0}
@@ -288,4 +414,37 @@ class FABT:
             beta=self.beta,
             seed=self.seed,
             sample_ids=sample_ids,
+        )
+
+
+@dataclass
+class FAB:
+    """Untargeted FAB with fixed settings, callable on any model; see :func:`fab` for the arguments.
+
+    Example:
+        >>> import torch
+        >>> attack = FAB(eps=8 / 255, steps=5, restarts=2)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> attack(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1])).shape
+        torch.Size([2, 1, 2, 2])
+    """
+
+    eps: float
+    norm: str = "Linf"
+    steps: int = 100
+    restarts: int = 1
+    alpha_max: float = 0.1
+    eta: float = 1.05
+    beta: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.norm not in FAB_NORMS:
+            raise ValueError(f"FAB supports norm='Linf', 'L2' or 'L1', got norm={self.norm!r}")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_ids: Tensor | None = None) -> Tensor:
+        """Attack ``(x, y)``; see :func:`fab`."""
+        return fab(
+            model, x, y, eps=self.eps, norm=self.norm, steps=self.steps, restarts=self.restarts,
+            alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, seed=self.seed, sample_ids=sample_ids,
         )
