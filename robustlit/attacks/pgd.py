@@ -118,6 +118,8 @@ def _pgd_run(
     delta = torch.zeros_like(x) if start is None else start
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     first_fooling = x.clone()
+    if norm == "Linf":  # the ε-ball ∩ the [0, 1] box is one box: a single clamp projects onto it
+        lower, upper = (-x).clamp(min=-eps), (1.0 - x).clamp(max=eps)
     for _ in range(steps):
         delta.requires_grad_(True)
         logits = model(x + delta)
@@ -127,8 +129,11 @@ def _pgd_run(
                 newly_fooled = (logits.argmax(dim=1) != labels) & ~fooled
                 first_fooling[newly_fooled] = (x + delta)[newly_fooled]
                 fooled |= newly_fooled
-            delta = project(delta + alpha * steepest_ascent(grad, norm, x + delta), eps, norm, x)
-            delta = (x + delta).clamp(0.0, 1.0) - x
+            if norm == "Linf":
+                delta = delta.detach().add_(grad.sign_(), alpha=alpha).clamp_(lower, upper)
+            else:
+                delta = project(delta + alpha * steepest_ascent(grad, norm, x + delta), eps, norm, x)
+                delta = (x + delta).clamp(0.0, 1.0) - x
     adversarial = (x + delta).detach()
     adversarial[fooled] = first_fooling[fooled]
     return adversarial, fooled
