@@ -166,7 +166,6 @@ def classwise_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15)
     index = torch.bucketize(probs, edges[1:-1], right=False)  # (N, K) bin of every class probability
     flat = (index + n_bins * torch.arange(classes, device=probs.device)).flatten()
     is_label = F.one_hot(labels, classes).double().flatten()
-    counts = torch.bincount(flat, minlength=n_bins * classes).double()
     hits = torch.zeros(n_bins * classes, dtype=torch.float64, device=probs.device).index_add_(0, flat, is_label)
     mass = torch.zeros_like(hits).index_add_(0, flat, probs.double().flatten())
     return float((hits - mass).abs().sum() / (n * classes))
