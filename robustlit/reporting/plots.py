@@ -240,8 +240,10 @@ def corruption_heatmap(report: Report, name: str | None = None) -> Chart | None:
     image = axis.imshow(values, cmap=HEATMAP_COLORMAP, vmin=0, vmax=1, aspect="auto")
     for row, column in np.ndindex(values.shape):
         if not np.isnan(values[row, column]):
+            red, green, blue, _ = image.cmap(image.norm(values[row, column]))
+            light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5  # pick the text colour with more contrast
             axis.text(column, row, f"{100 * values[row, column]:.0f}", ha="center", va="center", fontsize=7,
-                      color="white" if values[row, column] < 0.6 else "black")
+                      color="black" if light else "white")
     axis.set_xticks(range(len(severities)), [str(s) for s in severities])
     axis.set_yticks(range(len(corruptions)), corruptions, fontsize=8)
     axis.set_xlabel("severity")

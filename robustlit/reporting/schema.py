@@ -66,7 +66,11 @@ class Finding:
 
 @dataclass
 class RunInfo:
-    """Who, what and when of a run."""
+    """Who, what and when of a run.
+
+    ``packages`` maps the main dependencies to their installed versions (reproducibility); ``mlflow_run_id``
+    links the run to its MLflow record when ``logger=mlflow`` tracked it. Both are optional.
+    """
 
     id: str
     name: str
@@ -77,6 +81,8 @@ class RunInfo:
     config: dict[str, Any]
     git_sha: str | None
     robustlit_version: str
+    packages: dict[str, str] | None = None
+    mlflow_run_id: str | None = None
 
 
 @dataclass
