@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
@@ -69,15 +70,26 @@ def build_suites(cfg: DictConfig) -> list[EvaluationSuite]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], output_dir: Path, checkpoints: bool) -> L.Trainer:
-    """Instantiate ``cfg.trainer`` with our callbacks, a CSV logger and (optionally) a last-epoch checkpoint."""
+    """Instantiate ``cfg.trainer`` with our callbacks, the ``logger`` group and (optionally) a last-epoch checkpoint.
+
+    Without a ``logger`` group in the config, a CSV logger writes ``output_dir/logs/metrics.csv``. Under SLURM,
+    Lightning's own auto-requeue is switched off: submitit requeues the job (``conf/hydra/launcher/slurm*.yaml``)
+    and the run resumes from ``last.ckpt``, so the two mechanisms do not both requeue.
+    """
     callbacks = list(callbacks)
     enable_checkpointing = checkpoints and cfg.trainer.get("enable_checkpointing", True)
     if enable_checkpointing:
         callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0))
-    logger = CSVLogger(save_dir=str(output_dir), name="logs", version="")
+    if cfg.get("logger") is None:
+        loggers = [CSVLogger(save_dir=str(output_dir), name="logs", version="")]
+    else:
+        loggers = build_section(cfg, "logger")
+    extra = {}
+    if SLURMEnvironment.detect() and not cfg.trainer.get("plugins"):
+        extra["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     return instantiate_option(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=logger, default_root_dir=str(output_dir),
-        enable_checkpointing=enable_checkpointing,
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, default_root_dir=str(output_dir),
+        enable_checkpointing=enable_checkpointing, **extra,
     )
 
 

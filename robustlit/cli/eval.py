@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustlit.cli.build import build_datamodule, build_suites, build_trainer, check_model_fits_data
 from robustlit.cli.record import build_report, publish_report, utc_now
+from robustlit.cli.tracking import mlflow_run_id
 from robustlit.errors import ConfigError
 from robustlit.models import build_model
 from robustlit.module import RobustClassifier
@@ -56,7 +57,7 @@ def evaluate(cfg: DictConfig, *, verbose: bool = True) -> tuple[Report, Path]:
     report = build_report(
         cfg, run_type="evaluate", started_at=started_at, model=network, model_name=str(model_name),
         checkpoint=checkpoint, datamodule=datamodule, suites=suites,
-        timings={"test": time.perf_counter() - began}, artifacts=[],
+        timings={"test": time.perf_counter() - began}, artifacts=[], mlflow_run_id=mlflow_run_id(trainer.loggers),
     )
-    return report, publish_report(report, output_dir, verbose)
+    return report, publish_report(report, output_dir, verbose, trainer.loggers)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import robustlit
+from robustlit.cli.tracking import log_report
 from robustlit.models import describe_model
 from robustlit.reporting import Artifact, DataInfo, Finding, ModelInfo, Report, RunInfo, print_report, write_report
-from robustlit.reporting.plots import plot_robustness_curves
+from robustlit.reporting.plots import plot_report
 from robustlit.suites import EvaluationSuite
 
 
@@ -32,6 +36,26 @@ def git_sha(cwd: Path | None = None) -> str | None:
     return (result.stdout.strip() or None) if result.returncode == 0 else None
 
 
+TRACKED_PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "timm", "torchmetrics", "numpy",
+                    "scikit-learn", "mlflow-skinny")
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (missing ones are left out), plus the Python version.
+
+    Example:
+        >>> package_versions(["numpy"])["python"] == platform.python_version()
+        True
+    """
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def build_report(
     cfg: DictConfig,
     *,
@@ -44,6 +68,7 @@ def build_report(
     suites: list[EvaluationSuite],
     timings: dict[str, float],
     artifacts: list[Artifact],
+    mlflow_run_id: str | None = None,
 ) -> Report:
     """Collect run, model, data, metrics, timings and artifacts into a :class:`Report`.
 
@@ -63,7 +88,7 @@ def build_report(
         run=RunInfo(
             id=uuid.uuid4().hex, name=str(cfg.get("name") or run_type), type=run_type, seed=cfg.get("seed"),
             started_at=started_at, finished_at=utc_now(), config=config, git_sha=git_sha(),
-            robustlit_version=robustlit.__version__,
+            robustlit_version=robustlit.__version__, packages=package_versions(), mlflow_run_id=mlflow_run_id,
         ),
         model=ModelInfo(name=model_name or described["name"], params=described["params"], checkpoint=checkpoint),
         data=DataInfo(name=data["name"], n_test=data["n_test"], fingerprint=data["fingerprint"]),
@@ -75,12 +100,15 @@ def build_report(
 
 
 
-def publish_report(report: Report, output_dir: Path, verbose: bool) -> Path:
-    """Plot the robustness curves, write ``robustness_report.json``; if ``verbose``, print a summary."""
-    plot = plot_robustness_curves(report, output_dir / "robust_accuracy_vs_eps.png")
-    if plot is not None:
+def publish_report(report: Report, output_dir: Path, verbose: bool, loggers: Iterable[Any] = ()) -> Path:
+    """Draw every plot the metric rows allow, write ``robustness_report.json`` and hand it to ``loggers`` (MLflow).
+
+    If ``verbose``, print a summary.
+    """
+    for plot in plot_report(report, output_dir):
         report.artifacts.append(Artifact(plot.name, "plot", str(plot)))
     path = write_report(report, output_dir)
+    log_report(loggers, report, path)
     if verbose:
         print_report(report)
         for finding in report.warnings:
