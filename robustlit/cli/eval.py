@@ -20,6 +20,7 @@ from robustlit.errors import ConfigError
 from robustlit.models import build_model
 from robustlit.module import RobustClassifier
 from robustlit.reporting import Report
+from robustlit.reporting.json import REPORT_FILENAME
 
 
 def evaluate(cfg: DictConfig, *, verbose: bool = True) -> tuple[Report, Path]:
@@ -58,6 +59,9 @@ def evaluate(cfg: DictConfig, *, verbose: bool = True) -> tuple[Report, Path]:
         cfg, run_type="evaluate", started_at=started_at, model=network, model_name=str(model_name),
         checkpoint=checkpoint, datamodule=datamodule, suites=suites,
         timings={"test": time.perf_counter() - began}, artifacts=[], mlflow_run_id=mlflow_run_id(trainer.loggers),
+        write_files=trainer.is_global_zero,
     )
+    if not trainer.is_global_zero:  # under DDP every rank gets here; rank 0 alone writes the report
+        return report, output_dir / REPORT_FILENAME
     return report, publish_report(report, output_dir, verbose, trainer.loggers)
 

@@ -69,11 +69,13 @@ def build_report(
     timings: dict[str, float],
     artifacts: list[Artifact],
     mlflow_run_id: str | None = None,
+    write_files: bool = True,
 ) -> Report:
     """Collect run, model, data, metrics, timings and artifacts into a :class:`Report`.
 
     Each suite's :meth:`~robustlit.suites.EvaluationSuite.write_artifacts` runs here, so its files land
-    in the run's output directory and are listed in the report.
+    in the run's output directory and are listed in the report; ``write_files=False`` (the DDP ranks other
+    than 0) skips them.
     """
     described = describe_model(model)
     data = datamodule.describe()
@@ -94,7 +96,8 @@ def build_report(
         data=DataInfo(name=data["name"], n_test=data["n_test"], fingerprint=data["fingerprint"]),
         metrics=metrics,
         timings={**{k: round(v, 3) for k, v in timings.items()}, **suite_timings},
-        artifacts=[*artifacts, *(item for suite in suites for item in suite.write_artifacts(Path(cfg.output_dir)))],
+        artifacts=[*artifacts, *(item for suite in suites if write_files
+                                 for item in suite.write_artifacts(Path(cfg.output_dir)))],
         warnings=findings,
     )
 

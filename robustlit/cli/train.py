@@ -27,6 +27,7 @@ from robustlit.cli.tracking import mlflow_run_id
 from robustlit.errors import ConfigError
 from robustlit.module import RobustClassifier
 from robustlit.reporting import Artifact, Report
+from robustlit.reporting.json import REPORT_FILENAME
 
 
 def train(cfg: DictConfig, *, verbose: bool = True, callbacks: Sequence[L.Callback] = ()) -> tuple[Report, Path]:
@@ -78,7 +79,10 @@ def train(cfg: DictConfig, *, verbose: bool = True, callbacks: Sequence[L.Callba
         cfg, run_type="train", started_at=started_at, model=model.model, model_name=str(spec.get("arch")),
         checkpoint=str(checkpoint) if checkpoint.is_file() else None, datamodule=datamodule, suites=suites,
         timings={"fit": fit_seconds}, artifacts=artifacts, mlflow_run_id=mlflow_run_id(trainer.loggers),
+        write_files=trainer.is_global_zero,
     )
+    if not trainer.is_global_zero:  # under DDP every rank gets here; rank 0 alone writes the report
+        return report, output_dir / REPORT_FILENAME
     return report, publish_report(report, output_dir, verbose, trainer.loggers)
 
 
