@@ -81,6 +81,16 @@ def test_npy_loader_slices_each_severity(tmp_path):
         dm.setup("fit")
 
 
+def test_cifar10c_config_builds_the_datamodule(tmp_path, compose_config):
+    from robustlit.cli.build import build_datamodule
+
+    _write_cifar_c(tmp_path)
+    cfg = compose_config("eval", ["data=cifar10c", f"data.root={tmp_path}", "data.severity=4", "output_dir=/tmp/x"])
+    dm = build_datamodule(cfg, "test")
+    x, _ = next(iter(dm.test_dataloader()))
+    assert dm.name == "cifar10c/fog/4" and torch.allclose(x, torch.full_like(x, 40 / 255))
+
+
 def test_npy_loader_errors_name_the_problem(tmp_path):
     _write_cifar_c(tmp_path)
     with pytest.raises(DataError, match=r"snow.npy not found \(available: fog\)"):
