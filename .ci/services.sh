@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure the system services the tests use for real are present and running:
-# Chromium (browser tests), PostgreSQL on 127.0.0.1:5432 (trust auth) and Redis on 127.0.0.1:6379.
+# Chromium (browser tests), jq and curl (docs/service.md walkthrough), PostgreSQL on 127.0.0.1:5432 (trust auth) and Redis on 127.0.0.1:6379.
 # Tests that need a missing service skip with a reason, so a failure here is reported, not fatal.
 set -uo pipefail
 
@@ -30,5 +30,8 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   if command -v redis-server >/dev/null; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || echo "ci: no redis"
   fi
+fi
+if ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
+  apt_install jq curl || echo "ci: could not install jq/curl; the docs walkthrough test will skip"
 fi
 exit 0
