@@ -6,6 +6,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from robustlit.cli.app import config_dir
@@ -36,6 +37,15 @@ def cifar10_test_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         members = [m for m in tar.getmembers() if m.name.startswith(("test/", "./test/"))]
         tar.extractall(target, members=members, filter="data")
     return target / "test"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of many tiny ops, where thread start-up and contention dominate."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

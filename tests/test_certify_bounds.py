@@ -24,14 +24,7 @@ from robustlit.models import SmallCNN
 from robustlit.models.cifar import PreActBlock
 from tests.nets import small_cnn
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, thread contention makes these small ops 30× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -12,14 +12,7 @@ from torch import nn
 from robustlit.certify import conv_norm_upper_bound, conv_operator_norm, lipschitz_bound, lipschitz_certify
 from robustlit.models.cifar import PreActBlock
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, thread contention makes these small ops 30× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -29,14 +29,7 @@ from robustlit.module import RobustClassifier, StepContext
 from robustlit.reporting import read_report
 from robustlit.suites import CertifiedSuite
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, thread contention makes these small ops 30× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

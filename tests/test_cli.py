@@ -130,7 +130,8 @@ def _run_app(main, argv, monkeypatch, capsys, tmp_path) -> str:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["data=nope"], "unknown data option 'nope'; choose one of: cifar10, cifar100, cifar10c, colored_digits, digits, imagefolder"),
+        (["data=nope"], "unknown data option 'nope'; choose one of: cifar10, cifar100, cifar10c, colored_digits, "
+                        "digits, imagefolder"),
         (["evaluation=[adversarial,robustbench]"], "unknown evaluation option 'robustbench'"),
         (["regularizer=[mixup]", "regularizer.mixup.mixup_alpha=-1", *FAST], "Mixup needs mixup_alpha > 0"),
         (["evaluation.adversarial.eps.Linf=[8/0]", *FAST], "cannot read '8/0' as a radius"),

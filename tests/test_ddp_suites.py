@@ -8,9 +8,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from nets import small_cnn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nets import small_cnn
 from robustlit.suites import AdversarialSuite, CleanSuite, EvaluationSuite
 
 N_SAMPLES = 37  # odd, so the distributed sampler pads one rank with a repeated sample

@@ -373,51 +373,6 @@ def _fab_run(
 
 
 @dataclass
-class FABT:
-    """FAB-T with fixed settings, callable on any model; see :func:`fab_targeted` for the arguments.
-
-    Example:
-        >>> import torch
-        >>> attack = FABT(eps=8 / 255, steps=5)
-        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
-        >>> attack(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1])).shape
-        torch.Size([2, 1, 2, 2])
-    """
-
-    eps: float
-    norm: str = "Linf"
-    steps: int = 100
-    n_target_classes: int = 9
-    restarts: int = 1
-    alpha_max: float = 0.1
-    eta: float = 1.05
-    beta: float = 0.9
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.norm not in FAB_NORMS:
-            raise ValueError(f"FABT supports norm='Linf', 'L2' or 'L1', got norm={self.norm!r}")
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_ids: Tensor | None = None) -> Tensor:
-        """Attack ``(x, y)``; see :func:`fab_targeted`."""
-        return fab_targeted(
-            model,
-            x,
-            y,
-            eps=self.eps,
-            norm=self.norm,
-            steps=self.steps,
-            n_target_classes=self.n_target_classes,
-            restarts=self.restarts,
-            alpha_max=self.alpha_max,
-            eta=self.eta,
-            beta=self.beta,
-            seed=self.seed,
-            sample_ids=sample_ids,
-        )
-
-
-@dataclass
 class FAB:
     """Untargeted FAB with fixed settings, callable on any model; see :func:`fab` for the arguments.
 
@@ -440,11 +395,34 @@ class FAB:
 
     def __post_init__(self) -> None:
         if self.norm not in FAB_NORMS:
-            raise ValueError(f"FAB supports norm='Linf', 'L2' or 'L1', got norm={self.norm!r}")
+            raise ValueError(f"{type(self).__name__} supports norm='Linf', 'L2' or 'L1', got norm={self.norm!r}")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_ids: Tensor | None = None) -> Tensor:
         """Attack ``(x, y)``; see :func:`fab`."""
         return fab(
             model, x, y, eps=self.eps, norm=self.norm, steps=self.steps, restarts=self.restarts,
             alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, seed=self.seed, sample_ids=sample_ids,
+        )
+
+
+@dataclass
+class FABT(FAB):
+    """FAB-T with fixed settings, callable on any model; see :func:`fab_targeted` for the arguments.
+
+    Example:
+        >>> import torch
+        >>> attack = FABT(eps=8 / 255, steps=5)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        >>> attack(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1])).shape
+        torch.Size([2, 1, 2, 2])
+    """
+
+    n_target_classes: int = 9
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, sample_ids: Tensor | None = None) -> Tensor:
+        """Attack ``(x, y)``; see :func:`fab_targeted`."""
+        return fab_targeted(
+            model, x, y, eps=self.eps, norm=self.norm, steps=self.steps, n_target_classes=self.n_target_classes,
+            restarts=self.restarts, alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, seed=self.seed,
+            sample_ids=sample_ids,
         )
