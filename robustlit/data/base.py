@@ -170,7 +170,7 @@ class RobustDataModule(L.LightningDataModule):
         if self._fingerprint is None:
             images, labels = hashlib.sha256(), hashlib.sha256()
             count, shape = 0, None
-            for x, y in DataLoader(self.test_dataset, batch_size=256, num_workers=self.num_workers):
+            for x, y, *_ in DataLoader(self.test_dataset, batch_size=256, num_workers=self.num_workers):
                 images.update(np.ascontiguousarray(x.numpy(), dtype="<f4"))
                 labels.update(np.ascontiguousarray(y.numpy(), dtype="<i8"))
                 count, shape = count + len(y), tuple(x.shape[1:])

@@ -9,6 +9,17 @@ from robustlit.metrics.calibration import (
     negative_log_likelihood,
     reliability_bins,
 )
+from robustlit.metrics.corruption import (
+    ALEXNET_CLEAN_ERROR,
+    ALEXNET_ERRORS,
+    Baseline,
+    corruption_errors,
+    load_baseline,
+    mce,
+    mean_errors,
+    relative_mce,
+    unnormalized_mce,
+)
 from robustlit.metrics.ood import aupr_in, aupr_out, auroc, fpr_at_tpr, ood_metrics, roc_curve
 from robustlit.metrics.selective import (
     aurc,
@@ -20,6 +31,15 @@ from robustlit.metrics.selective import (
 from robustlit.metrics.temperature import TemperatureFit, fit_temperature
 
 __all__ = [
+    "ALEXNET_CLEAN_ERROR",
+    "ALEXNET_ERRORS",
+    "Baseline",
+    "corruption_errors",
+    "load_baseline",
+    "mce",
+    "mean_errors",
+    "relative_mce",
+    "unnormalized_mce",
     "TemperatureFit",
     "adaptive_calibration_error",
     "aupr_in",
