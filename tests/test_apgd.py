@@ -6,12 +6,12 @@ import time
 
 import pytest
 import torch
-from nets import assert_attack_leaves_model_untouched, small_cnn
 from torch import nn
 
 from robustlit.attacks import APGD, APGDT, ATTACKS, apgd, apgd_targeted, dlr_loss, pgd, targeted_dlr_loss
 from robustlit.attacks._common import per_sample_norm
 from robustlit.attacks.apgd import _checkpoint, _Points, checkpoints
+from tests.nets import assert_attack_leaves_model_untouched, small_cnn
 
 EPS = {"Linf": 4 / 255, "L2": 0.25, "L1": 1.0}  # radii at which about a third of the batch stays robust
 

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from nets import small_cnn
 from torch import nn
 from torch.nn import functional as F
 
@@ -23,6 +22,7 @@ from robustlit.attacks.checks import (
     snapshot_state,
 )
 from robustlit.attacks.pgd import pgd
+from tests.nets import small_cnn
 
 
 class ForcedDropout(nn.Module):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from nets import small_cnn
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustlit.cli.eval import evaluate
@@ -13,6 +12,7 @@ from robustlit.corruptions import corrupt, occlude
 from robustlit.errors import ConfigError
 from robustlit.metrics.corruption import Baseline, mce, relative_mce
 from robustlit.suites import CorruptionSuite
+from tests.nets import small_cnn
 
 CORRUPTIONS = ["gaussian_noise", "contrast", "speckle_noise"]
 BASELINE = {"gaussian_noise": 0.8, "contrast": {1: 0.5, 5: 0.9}, "speckle_noise": 0.7, "clean": 0.6}

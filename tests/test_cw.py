@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from nets import assert_attack_leaves_model_untouched, small_cnn
 from PIL import Image
 from torch import nn
 
 from robustlit.attacks._common import margin_loss
 from robustlit.attacks.cw import CWL2, CWLinf, cw_l2, cw_linf
 from robustlit.attacks.pgd import pgd
+from tests.nets import assert_attack_leaves_model_untouched, small_cnn
 
 
 def _mlp() -> nn.Module:

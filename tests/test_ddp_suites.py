@@ -8,10 +8,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from nets import small_cnn
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustlit.suites import AdversarialSuite, CleanSuite, EvaluationSuite
+from tests.nets import small_cnn
 
 N_SAMPLES = 37  # odd, so the distributed sampler pads one rank with a repeated sample
 

@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from nets import assert_attack_leaves_model_untouched, small_cnn
 from torch import nn
 
 from robustlit.attacks.fab import FAB, FABT, fab, fab_targeted, hyperplane_box_projection
 from robustlit.attacks.pgd import pgd
+from tests.nets import assert_attack_leaves_model_untouched, small_cnn
 
 NORM_ORDER = {"Linf": float("inf"), "L2": 2, "L1": 1}
 DUAL_ORDER = {"Linf": 1, "L2": 2, "L1": float("inf")}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from nets import small_cnn
 from scipy.optimize import minimize
 from torch import nn
 
 from robustlit.attacks import l1_projection, l1_steepest_ascent, pgd
 from robustlit.attacks._common import per_sample_norm, project, steepest_ascent
+from tests.nets import small_cnn
 
 
 def _bisection_projection(v: torch.Tensor, eps: float, x: torch.Tensor | None) -> torch.Tensor:

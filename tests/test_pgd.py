@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nets import assert_attack_leaves_model_untouched, small_cnn
 
 from robustlit.attacks import PGD, fgsm, pgd
 from robustlit.attacks._common import margin_loss, project
+from tests.nets import assert_attack_leaves_model_untouched, small_cnn
 
 
 @pytest.fixture(scope="module")

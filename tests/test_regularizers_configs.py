@@ -6,11 +6,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
-from regularizer_nets import TinyNet, loader, trainer
 
 from robustlit import callbacks
 from robustlit.optim import SGDW
 from robustlit.suites import AdversarialSuite
+from tests.regularizer_nets import TinyNet, loader, trainer
 
 CONFIGS = {
     "trades": callbacks.TRADES,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from regularizer_nets import PlainTinyNet, TinyNet, batch, loader, trainer
 
 from robustlit.callbacks import AugMix, ColorJitter, CutMix, ManifoldMixup, RandAugment, cutmix_batch, cutmix_box
 from robustlit.losses import js_divergence
 from robustlit.module import StepContext
+from tests.regularizer_nets import PlainTinyNet, TinyNet, batch, loader, trainer
 
 
 def test_cutmix_targets_sum_to_one_and_match_the_pasted_area():

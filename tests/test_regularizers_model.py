@@ -8,12 +8,12 @@ import timm
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from regularizer_nets import PlainTinyNet, TinyNet, batch, loader, trainer
 from timm.layers import DropPath
 
 from robustlit.callbacks import DropConnect, Dropout, L1Penalty, NoiseInjection, Parseval, StochasticDepth
 from robustlit.callbacks.parameter_penalties import layer_weights
 from robustlit.losses import orthogonality_penalty
+from tests.regularizer_nets import PlainTinyNet, TinyNet, batch, loader, trainer
 
 
 def test_l1_penalty_is_a_loss_term_on_robust_modules():

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from regularizer_nets import PlainTinyNet, TinyNet, batch, loader, trainer
 
 from robustlit.attacks import fgsm
 from robustlit.callbacks import (
@@ -38,6 +37,7 @@ from robustlit.losses import (
     vat_loss,
 )
 from robustlit.module import StepContext
+from tests.regularizer_nets import PlainTinyNet, TinyNet, batch, loader, trainer
 
 EPS = 0.1
 

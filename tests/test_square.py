@@ -6,11 +6,11 @@ import time
 
 import pytest
 import torch
-from nets import assert_attack_leaves_model_untouched, small_cnn
 from torch import nn
 
 from robustlit.attacks.square import Square, _square_pattern, _stripes, p_schedule, square
 from robustlit.rng import sample_seeds
+from tests.nets import assert_attack_leaves_model_untouched, small_cnn
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from servicekit import PG_ADMIN, REDIS, ServiceProcess, bootstrap
+
+from tests.service.servicekit import PG_ADMIN, REDIS, ServiceProcess, bootstrap
 
 
 @pytest.fixture

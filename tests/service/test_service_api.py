@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 import yaml
-from servicekit import Api, bootstrap, wait_run
+
+from tests.service.servicekit import Api, bootstrap, wait_run
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def test_serve_starts_with_zero_configuration(tmp_path):
     import subprocess
     import time
 
-    from servicekit import ROBUSTLIT, free_port
+    from tests.service.servicekit import ROBUSTLIT, free_port
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROBUSTLIT_")}

@@ -11,7 +11,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from robustlit_service.security import issue_access_token, sha256_hex
-from servicekit import Api, ServiceProcess, bootstrap, password_token
+
+from tests.service.servicekit import Api, ServiceProcess, bootstrap, password_token
 
 ISSUER = "https://idp.test"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from servicekit import bootstrap
 
 from robustlit.client import Client
+from tests.service.servicekit import bootstrap
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from servicekit import Api, ServiceProcess, bootstrap, wait_run
+
+from tests.service.servicekit import Api, ServiceProcess, bootstrap, wait_run
 
 SUBMISSIONS = 50
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import boto3
 import httpx
 import pytest
-from servicekit import Api, ServiceProcess, bootstrap, free_port, wait_run
+
+from tests.service.servicekit import Api, ServiceProcess, bootstrap, free_port, wait_run
 
 
 def test_two_replicas_share_rate_limits_and_the_job_queue(redis_url, tmp_path, request):

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from robustlit_service.worker import backoff_delay, sign
-from servicekit import wait_run
+
+from tests.service.servicekit import wait_run
 
 
 class Receiver:
