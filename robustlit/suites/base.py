@@ -177,7 +177,7 @@ class EvaluationSuite(L.Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Reset before the test loop."""
         if "test" in self.stages:
-            self._start(_sampler_order(_first_loader(trainer.test_dataloaders)))
+            self._start(_sampler_order(first_loader(trainer.test_dataloaders)))
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -193,7 +193,7 @@ class EvaluationSuite(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Reset before the validation loop."""
         if "validate" in self.stages and not trainer.sanity_checking:
-            self._start(_sampler_order(_first_loader(trainer.val_dataloaders)))
+            self._start(_sampler_order(first_loader(trainer.val_dataloaders)))
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -214,8 +214,13 @@ def _first_occurrence(ids: Tensor) -> Tensor:
     return first.scatter_reduce(0, inverse, torch.arange(ids.shape[0]), reduce="amin")
 
 
-def _first_loader(loaders: Any) -> Any:
-    """The first data loader of a Trainer's loader attribute (a loader, a list of them, or ``None``)."""
+def first_loader(loaders: Any) -> Any:
+    """The first data loader of a Trainer's loader attribute (a loader, a list of them, or ``None``).
+
+    Example:
+        >>> first_loader([["batch"], ["other"]])
+        ['batch']
+    """
     if isinstance(loaders, list | tuple):
         return loaders[0] if loaders else None
     return loaders

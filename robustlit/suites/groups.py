@@ -12,7 +12,7 @@ from typing_extensions import override
 
 from robustlit.data.groups import dataset_groups
 from robustlit.reporting.schema import Metric
-from robustlit.suites.base import EvaluationSuite, _first_loader
+from robustlit.suites.base import EvaluationSuite, first_loader
 
 
 class GroupSuite(EvaluationSuite):
@@ -78,13 +78,13 @@ class GroupSuite(EvaluationSuite):
     @override
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Read the test set's groups, then reset."""
-        self._read_groups(_first_loader(trainer.test_dataloaders))
+        self._read_groups(first_loader(trainer.test_dataloaders))
         super().on_test_epoch_start(trainer, pl_module)
 
     @override
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Read the validation set's groups, then reset."""
-        self._read_groups(_first_loader(trainer.val_dataloaders))
+        self._read_groups(first_loader(trainer.val_dataloaders))
         super().on_validation_epoch_start(trainer, pl_module)
 
     def _read_groups(self, loader: Any) -> None:
