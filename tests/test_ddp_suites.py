@@ -1,4 +1,8 @@
-"""Evaluation suites under DDP report exactly what a single process reports (2-process CPU ddp_spawn)."""
+"""Evaluation suites under DDP report exactly what a single process reports (2-process CPU ddp_spawn).
+
+The OOD suite is not in the run: its detectors fit on the datamodule's training loader, which this
+loader-only Trainer run does not have.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from robustlit.suites import AdversarialSuite, CleanSuite, EvaluationSuite
+from robustlit.suites import (
+    AdversarialSuite,
+    CalibrationSuite,
+    CertifiedSuite,
+    CleanSuite,
+    CorruptionSuite,
+    EvaluationSuite,
+    SelectiveSuite,
+)
 from tests.nets import small_cnn
 
 N_SAMPLES = 37  # odd, so the distributed sampler pads one rank with a repeated sample
@@ -46,6 +58,12 @@ def make_suites() -> list[EvaluationSuite]:
         CleanSuite(),
         AdversarialSuite(attacks=["pgd", "fgsm"], eps={"Linf": [2 / 255, 8 / 255]}, steps=3, checks=False),
         CleanSuite(limit=20),
+        CalibrationSuite(n_bins=5, holdout_fraction=0.3, target_risks=(0.5,), corruptions=["gaussian_noise"],
+                         severities=[2]),
+        CorruptionSuite(corruptions=["gaussian_noise", "contrast"], severities=[1, 3], occlusion_patches=[0.5],
+                        occlusion_positions=2),
+        SelectiveSuite(risks=(0.5,)),
+        CertifiedSuite(methods=("smoothing", "ibp", "lipschitz"), n0=8, n=40, radii=(0.0, 0.05), eps=("1/255",)),
     ]
 
 
@@ -69,6 +87,8 @@ def test_two_process_ddp_report_equals_single_process(tmp_path: Path) -> None:
     assert [row[2] for row in single] == pytest.approx([row[2] for row in distributed], abs=0)
     clean = [row for row in single if row[0] == "clean/accuracy"]
     assert [row[1]["n"] for row in clean] == [N_SAMPLES, 20]
+    suites = {row[0].split("/")[0] for row in single}
+    assert suites == {"clean", "adversarial", "calibration", "corruption", "selective", "certified"}
 
 
 def test_store_orders_by_sample_id_and_drops_repeats() -> None:
