@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tarfile
 from pathlib import Path
 
@@ -20,6 +21,18 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: this test needs the project's ../shared folder (models and CIFAR-10 copy)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Put ``sys.modules["__main__"]`` back after each test.
+
+    Streamlit's ``AppTest`` leaves a page script there, and a process started with the ``spawn`` method (the
+    ``ddp_spawn`` tests) would then run that page as its main module before doing anything else.
+    """
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")
