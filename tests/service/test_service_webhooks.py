@@ -85,7 +85,7 @@ def test_run_events_are_signed_retried_and_logged(admin, module_server, receiver
     assert event["event"] == "run_completed" and event["run"]["id"] == ok["id"]
     assert event["run"]["status"] == "succeeded"
     assert len({h["X-Robustlit-Delivery"] for h, _, _ in sink.received}) == 1  # the same delivery, retried
-    log = api.get(f"/webhooks/{hook['id']}/deliveries").json()["items"]
+    log = _settled_deliveries(api, hook["id"])
     assert log[0]["status"] == "succeeded" and log[0]["attempts"] == 3 and log[0]["last_status_code"] == 204
     failed = api.post(f"/projects/{project['id']}/runs", json={"overrides": ["+fail=1"]}).json()
     wait_run(api, failed["id"])
@@ -93,6 +93,17 @@ def test_run_events_are_signed_retried_and_logged(admin, module_server, receiver
     headers, body, _ = sink.received[-1]
     assert headers["X-Robustlit-Event"] == "run_failed" and json.loads(body)["run"]["error"].startswith("exit code 3")
     assert _verify(hook["secret"], headers, body)
+
+
+def _settled_deliveries(api, hook_id: int, timeout_s: float = 10.0) -> list[dict]:
+    """The delivery log once its newest entry has left ``pending``: the receiver sees the last attempt just
+    before the service records its outcome."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log = api.get(f"/webhooks/{hook_id}/deliveries").json()["items"]
+        if log and log[0]["status"] != "pending" or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
 
 
 def test_webhook_test_endpoint_sends_a_ping_now(admin, receiver):
