@@ -8,8 +8,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
-from robustlit.attacks import NORMS, parse_eps, pgd
-from robustlit.callbacks.base import BatchTransformCallback
+from robustlit.attacks import pgd
+from robustlit.callbacks.base import BatchTransformCallback, check_attack_settings
 from robustlit.module import StepContext
 
 
@@ -37,15 +37,9 @@ class AdversarialAugmentation(BatchTransformCallback):
 
     def __init__(self, eps: float | str = 8 / 255, fraction: float = 0.5, steps: int = 1, norm: str = "Linf") -> None:
         super().__init__()
-        self.eps = parse_eps(eps)
-        if self.eps <= 0:
-            raise MisconfigurationException(f"AdversarialAugmentation needs eps > 0, got {self.eps}")
+        self.eps = check_attack_settings("AdversarialAugmentation", eps, steps, norm)
         if not 0 < fraction <= 1:
             raise MisconfigurationException(f"AdversarialAugmentation needs 0 < fraction <= 1, got {fraction}")
-        if steps < 1:
-            raise MisconfigurationException(f"AdversarialAugmentation needs steps >= 1, got {steps}")
-        if norm not in NORMS:
-            raise MisconfigurationException(f"AdversarialAugmentation norm={norm!r}; choose one of {', '.join(NORMS)}")
         self.fraction, self.steps, self.norm = fraction, steps, norm
 
     def transform(self, ctx: StepContext) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,8 @@ import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
-from robustlit.attacks import NORMS, eval_mode, parse_eps, pgd
+from robustlit.attacks import eval_mode, parse_eps, pgd
+from robustlit.callbacks.base import check_attack_settings
 from robustlit.callbacks.loss_term import LossTermCallback
 from robustlit.losses import kl_divergence, mart_regularizer
 from robustlit.module import StepContext
@@ -16,13 +17,7 @@ class _AdversarialObjective(LossTermCallback):
     def __init__(self, beta: float, eps: float | str, alpha: float | str | None, steps: int, norm: str,
                  weight: float) -> None:
         super().__init__(weight)
-        eps = parse_eps(eps)
-        if eps <= 0:
-            raise MisconfigurationException(f"{type(self).__name__} needs eps > 0, got {eps}")
-        if steps < 1:
-            raise MisconfigurationException(f"{type(self).__name__} needs steps >= 1, got {steps}")
-        if norm not in NORMS:
-            raise MisconfigurationException(f"{type(self).__name__} norm={norm!r}; choose one of {', '.join(NORMS)}")
+        eps = check_attack_settings(type(self).__name__, eps, steps, norm)
         if beta < 0:
             raise MisconfigurationException(f"{type(self).__name__} needs beta >= 0, got {beta}")
         self.beta = beta

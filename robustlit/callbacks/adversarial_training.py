@@ -6,8 +6,8 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
-from robustlit.attacks import NORMS, parse_eps, pgd
-from robustlit.callbacks.base import BatchTransformCallback
+from robustlit.attacks import parse_eps, pgd
+from robustlit.callbacks.base import BatchTransformCallback, check_attack_settings
 from robustlit.module import StepContext
 
 
@@ -38,14 +38,8 @@ class AdversarialTraining(BatchTransformCallback):
     def __init__(self, eps: float | str = 8 / 255, alpha: float | str | None = None, steps: int = 10,
                  norm: str = "Linf", random_start: bool = True, warmup_epochs: int = 0) -> None:
         super().__init__()
-        eps = parse_eps(eps)
+        eps = check_attack_settings("AdversarialTraining", eps, steps, norm)
         alpha = None if alpha is None else parse_eps(alpha)
-        if eps <= 0:
-            raise MisconfigurationException(f"AdversarialTraining needs eps > 0, got {eps}")
-        if steps < 1:
-            raise MisconfigurationException(f"AdversarialTraining needs steps >= 1, got {steps}")
-        if norm not in NORMS:
-            raise MisconfigurationException(f"AdversarialTraining norm={norm!r}; choose one of {', '.join(NORMS)}")
         if warmup_epochs < 0:
             raise MisconfigurationException(f"AdversarialTraining needs warmup_epochs >= 0, got {warmup_epochs}")
         self.eps = eps

@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 
+from robustlit.attacks import NORMS, parse_eps
 from robustlit.module import RobustModule, StepContext, unpack_batch
 
 
@@ -77,3 +78,29 @@ class BatchTransformCallback(L.Callback):
                 f"{type(self).__name__} cannot rewrite a {type(batch).__name__} batch of a plain LightningModule; "
                 "return lists or dicts from your collate_fn, or add RobustModule to your module's bases"
             )
+
+
+def check_attack_settings(owner: str, eps: float | str, steps: int, norm: str) -> float:
+    """Check a training-time attack's radius, step count and norm; returns ε as a number.
+
+    Args:
+        owner: The callback's name, for the error messages.
+        eps: Radius, a number or a fraction such as ``"8/255"``.
+        steps: Attack steps.
+        norm: ``"Linf"``, ``"L2"`` or ``"L1"``.
+
+    Raises:
+        MisconfigurationException: Naming the option that is out of range.
+
+    Example:
+        >>> round(check_attack_settings("AdversarialTraining", "8/255", 10, "Linf"), 4)
+        0.0314
+    """
+    radius = parse_eps(eps)
+    if radius <= 0:
+        raise MisconfigurationException(f"{owner} needs eps > 0, got {radius}")
+    if steps < 1:
+        raise MisconfigurationException(f"{owner} needs steps >= 1, got {steps}")
+    if norm not in NORMS:
+        raise MisconfigurationException(f"{owner} norm={norm!r}; choose one of {', '.join(NORMS)}")
+    return radius
