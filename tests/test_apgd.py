@@ -85,7 +85,8 @@ def test_checkpoints_follow_the_reference_schedule():
 def _state(n: int, **values) -> _Points:
     point = torch.zeros(n, 4)
     defaults = {
-        "rows": torch.arange(n), "x": point.clone(), "point": point.clone(), "previous": point.clone(),
+        "rows": torch.arange(n), "groups": torch.arange(n), "x": point.clone(), "point": point.clone(),
+        "previous": point.clone(),
         "grad": torch.zeros(n, 4), "loss": torch.zeros(n), "best_point": torch.ones(n, 4),
         "best_grad": torch.full((n, 4), 2.0), "best_loss": torch.ones(n), "step": torch.ones(n),
         "increases": torch.zeros(n), "best_loss_at_check": torch.zeros(n),
@@ -168,6 +169,24 @@ def test_results_do_not_depend_on_batch_size(batch, norm):
         torch.testing.assert_close(whole, pieces)
     default_ids = apgd(model, x, y, eps=8 / 255, steps=4)
     torch.testing.assert_close(default_ids, apgd(model, x, y, eps=8 / 255, steps=4, sample_ids=torch.arange(24)))
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2", "L1"])
+def test_side_by_side_runs_fool_the_same_points_as_runs_one_after_another(batch, norm):
+    """Targets and restarts in one batch find exactly the points the reference's order finds."""
+    model = small_cnn(width=16, max_pool=True).eval()
+    x, y = batch
+    for attack, extra in ((apgd, {"restarts": 3}), (apgd_targeted, {"n_target_classes": 3, "restarts": 2})):
+        settings = {"eps": EPS[norm], "norm": norm, "steps": 10, **extra}
+        together = attack(model, x, y, **settings, parallel=True)
+        in_turn = attack(model, x, y, **settings, parallel=False)
+        with torch.no_grad():
+            robust = model(in_turn).argmax(1) == y
+            assert torch.equal(model(together).argmax(1) == y, robust)
+        assert 0 < robust.sum() < len(y)  # both outcomes occur, so the comparison means something
+        # a robust point ran every run to the end in both orders, so its best iterate is the same
+        torch.testing.assert_close(together[robust], in_turn[robust])
+        assert (per_sample_norm(together - x, norm).flatten() <= settings["eps"] * (1 + 1e-5)).all()
 
 
 def test_returns_clean_inputs_for_misclassified_points_and_fooling_points_otherwise(batch):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from robustlit.attacks._common import check_norm, eval_mode, per_sample_norm, project, resolve_loss, steepest_ascent
 from robustlit.attacks.l1 import l1_steepest_ascent
 from robustlit.attacks.losses import targeted_dlr_loss
+from robustlit.attacks.precision import misclassified
 from robustlit.rng import normal, sample_seeds, uniform
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -46,6 +47,7 @@ def apgd(
     rho: float = 0.75,
     seed: int = 0,
     sample_ids: Tensor | None = None,
+    parallel: bool | None = None,
 ) -> Tensor:
     """Untargeted Auto-PGD (APGD-CE with ``loss="ce"``, APGD-DLR with ``loss="dlr"``).
 
@@ -62,7 +64,7 @@ def apgd(
     resets to ε and restarts from the best point when that support shrank by 5%, and there is no
     momentum. Use ``restarts=5`` for L1, as the reference does.
 
-    A point leaves the batch as soon as it is misclassified, and later restarts attack only the
+    A point leaves the batch as soon as it is misclassified, and further restarts only attack the
     points still classified correctly, so the cost falls as the attack succeeds.
 
     Args:
@@ -79,6 +81,9 @@ def apgd(
         seed: Seed of the random starts.
         sample_ids: Stable ids of the samples (default: their position); each sample's random start
             comes from its own stream, so results do not depend on batch size or order.
+        parallel: Run a point's restarts side by side in one batch of ``N × restarts`` rows instead of
+            one after another; see :func:`apgd_targeted`. The fooled points are the same; ``None`` runs
+            side by side except on the CPU.
 
     Returns:
         Adversarial inputs (detached) in the ε-ball and in [0, 1]: for each point the first iterate
@@ -100,7 +105,8 @@ def apgd(
         for restart in range(restarts):
             yield restart, _untargeted_loss(loss_fn, y)
 
-    return _attack(model, x, y, rounds, eps=eps, norm=norm, steps=steps, rho=rho, seed=seed, sample_ids=sample_ids)
+    return _attack(model, x, y, rounds, eps=eps, norm=norm, steps=steps, rho=rho, seed=seed, sample_ids=sample_ids,
+                   parallel=parallel)
 
 
 def apgd_targeted(
@@ -116,12 +122,21 @@ def apgd_targeted(
     rho: float = 0.75,
     seed: int = 0,
     sample_ids: Tensor | None = None,
+    parallel: bool | None = None,
 ) -> Tensor:
-    """Targeted Auto-PGD (APGD-T): APGD on the targeted DLR loss, one target class after another.
+    """Targeted Auto-PGD (APGD-T): APGD on the targeted DLR loss towards each of the top target classes.
 
-    The targets are the classes with the 2nd, 3rd, … highest clean logit; the points still
-    classified correctly after one target go on to the next. Runs and checkpoints are those of
-    :func:`apgd`. The reference uses 9 targets for L∞/L2 and 5 for L1.
+    The targets are the classes with the 2nd, 3rd, … highest clean logit. Runs and checkpoints are
+    those of :func:`apgd`. The reference uses 9 targets for L∞/L2 and 5 for L1.
+
+    With ``parallel=True`` every target (and restart) of a point runs at the same time, as one batch
+    of ``N × n_target_classes × restarts`` rows, and all runs of a point stop as soon as one of them
+    fools the model. Each run is per-row (its own random start, step size and checkpoints), so a point
+    is fooled exactly when some target would have fooled it in the reference's order, where each
+    target only runs on the points the earlier ones missed: the fooled points are the same, reached
+    with ``n_target_classes`` times fewer and larger batches, which keeps a GPU busy. On a CPU the
+    larger batches are slower per point, so ``parallel=None`` (the default) runs side by side on
+    accelerators and one target after another on the CPU, where memory stays at ``N`` rows.
 
     Args:
         model: Any module mapping images in [0, 1] to logits (at least 4 classes).
@@ -135,6 +150,8 @@ def apgd_targeted(
         rho: Step-size rule threshold, as in :func:`apgd`.
         seed: Seed of the random starts.
         sample_ids: Stable ids of the samples (default: their position), as in :func:`apgd`.
+        parallel: Run all targets and restarts of a point side by side (see above); ``None`` does so
+            except on the CPU.
 
     Returns:
         Adversarial inputs (detached) in the ε-ball and in [0, 1], chosen as in :func:`apgd`.
@@ -166,7 +183,8 @@ def apgd_targeted(
             for restart in range(restarts):
                 yield (rank - 1) * restarts + restart, _targeted_loss(labels, ranking[:, rank])
 
-    return _attack(model, x, y, rounds, eps=eps, norm=norm, steps=steps, rho=rho, seed=seed, sample_ids=sample_ids)
+    return _attack(model, x, y, rounds, eps=eps, norm=norm, steps=steps, rho=rho, seed=seed, sample_ids=sample_ids,
+                   parallel=parallel)
 
 
 def _untargeted_loss(loss_fn: LossFn, y: Tensor) -> Callable[[Tensor], RunLoss]:
@@ -238,8 +256,9 @@ def _attack(
     rho: float,
     seed: int,
     sample_ids: Tensor | None,
+    parallel: bool | None,
 ) -> Tensor:
-    """Run the rounds in order, each on the points that no earlier round has fooled."""
+    """Run the rounds on the points classified correctly, one after another or side by side."""
     x = x.detach()
     if eps == 0:
         return x.clone()
@@ -250,20 +269,58 @@ def _attack(
     with eval_mode(model), torch.enable_grad():
         with torch.no_grad():
             clean_logits = model(x)
-        robust = clean_logits.argmax(dim=1) == labels
-        for stream, loss_for in rounds(clean_logits):
+        robust = ~misclassified(model, clean_logits, x, labels)
+        schedule = list(rounds(clean_logits))
+        if parallel is None:
+            parallel = x.device.type != "cpu"
+        batches = [schedule] if parallel else [[run] for run in schedule]
+        for batch in batches:
             index = robust.nonzero().squeeze(1)
             if index.numel() == 0:
                 break
-            start = _random_start(x[index], eps, norm, sample_seeds(seed, ids[index], stream=stream))
-            adversarial, loss, fooled = _apgd_run(
-                model, x[index], labels[index], loss_for(index), start, eps, norm, steps, rho
-            )
+            adversarial, loss, fooled = _run_side_by_side(model, x, labels, ids, index, batch, eps, norm, steps,
+                                                          rho, seed)
             better = fooled | (loss > result_loss[index])
             result[index[better]] = adversarial[better]
             result_loss[index[better]] = loss[better]
             robust[index[fooled]] = False
     return result
+
+
+def _run_side_by_side(
+    model: nn.Module, x: Tensor, labels: Tensor, ids: Tensor, index: Tensor, batch: list[Round], eps: float,
+    norm: str, steps: int, rho: float, seed: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the rounds of ``batch`` at once on the points ``index``, as ``len(batch)`` rows per point.
+
+    All rows of a point stop when one of them fools the model. Returns, per point, the first fooling
+    row's iterate (in round order) or the iterate of highest loss, that loss, and whether it fooled.
+    """
+    n, runs = index.numel(), len(batch)
+    points = index.repeat(runs)
+    start = torch.cat([
+        _random_start(x[index], eps, norm, sample_seeds(seed, ids[index], stream=stream)) for stream, _ in batch
+    ])
+    losses = [loss_for(index) for _, loss_for in batch]
+
+    def loss_fn(logits: Tensor, rows: Tensor) -> Tensor:
+        if runs == 1:
+            return losses[0](logits, rows)
+        # rows stay in ascending order, so each run's rows form one contiguous slice
+        run_of_row = torch.div(rows, n, rounding_mode="floor")
+        bounds = torch.searchsorted(run_of_row, torch.arange(runs + 1, device=rows.device)).tolist()
+        return torch.cat([
+            run_loss(logits[low:high], rows[low:high] - run * n)
+            for run, (run_loss, low, high) in enumerate(zip(losses, bounds, bounds[1:], strict=False))
+        ])
+
+    groups = torch.arange(n, device=x.device).repeat(runs)
+    adversarial, loss, fooled = _apgd_run(model, x[points], labels[points], loss_fn, start, eps, norm, steps, rho,
+                                          groups)
+    # per point: the first fooling row, else the row of highest loss (the first on ties)
+    score = torch.where(fooled, float("inf"), loss).view(runs, n)
+    pick = score.argmax(dim=0) * n + torch.arange(n, device=x.device)
+    return adversarial[pick], loss[pick], fooled.view(runs, n).any(dim=0)
 
 
 def _random_start(x: Tensor, eps: float, norm: str, seeds: Tensor) -> Tensor:
@@ -286,6 +343,7 @@ class _Points:
     """State of the points a run still attacks, one row each."""
 
     rows: Tensor  # index of each point among the run's points
+    groups: Tensor  # rows of the same group stop together
     x: Tensor
     point: Tensor
     previous: Tensor
@@ -320,8 +378,12 @@ def _apgd_run(
     norm: str,
     steps: int,
     rho: float,
+    groups: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One APGD run; returns the adversarial points, their loss and which of them fool the model."""
+    """One APGD run; returns the adversarial points, their loss and which of them fool the model.
+
+    Rows sharing a ``groups`` id are runs on the same point: when one fools the model, all stop.
+    """
     n, dims = x.shape[0], x[0].numel()
     result, result_loss = x.clone(), torch.full((n,), float("-inf"), device=x.device)
     fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -329,14 +391,14 @@ def _apgd_run(
     logits, loss, grad = _loss_and_grad(model, start, rows, loss_fn)
     initial_step = eps if norm == "L1" else 2.0 * eps
     state = _Points(
-        rows=rows, x=x, point=start, previous=start, grad=grad, loss=loss, best_point=start.clone(),
+        rows=rows, groups=groups, x=x, point=start, previous=start, grad=grad, loss=loss, best_point=start.clone(),
         best_grad=grad.clone(), best_loss=loss.clone(), step=torch.full((n,), initial_step, device=x.device),
         increases=torch.zeros(n, device=x.device), best_loss_at_check=loss.clone(),
         reduced_at_check=torch.ones(n, dtype=torch.bool, device=x.device),
         sparsity=torch.full((n,), L1_INITIAL_SPARSITY, device=x.device),
         support_at_check=torch.full((n,), float(dims), device=x.device),
     )
-    state = _retire(state, logits, labels, result, result_loss, fooled)
+    state = _retire(model, state, logits, labels, result, result_loss, fooled)
     marks, last_mark = set(checkpoints(steps, norm)), 0
     for iteration in range(steps):
         if state.rows.numel() == 0:
@@ -351,7 +413,7 @@ def _apgd_run(
             state.best_point[improved] = candidate[improved]
             state.best_grad[improved] = grad[improved]
             state.best_loss[improved] = loss[improved]
-            state = _retire(state, logits, labels, result, result_loss, fooled)
+            state = _retire(model, state, logits, labels, result, result_loss, fooled)
             if iteration + 1 in marks:
                 _checkpoint(state, eps, norm, rho, iteration + 1 - last_mark, dims)
                 last_mark = iteration + 1
@@ -369,17 +431,21 @@ def _loss_and_grad(model: nn.Module, point: Tensor, rows: Tensor, loss_fn: RunLo
 
 
 def _retire(
-    state: _Points, logits: Tensor, labels: Tensor, result: Tensor, result_loss: Tensor, fooled: Tensor
+    model: nn.Module, state: _Points, logits: Tensor, labels: Tensor, result: Tensor, result_loss: Tensor,
+    fooled: Tensor,
 ) -> _Points:
-    """Record the points whose current iterate is misclassified and drop them from the run."""
-    done = logits.argmax(dim=1) != labels[state.rows]
+    """Record the rows whose current iterate is misclassified and drop them, with their groups, from the run."""
+    done = misclassified(model, logits, state.point, labels[state.rows])
     if not done.any():
         return state
     rows = state.rows[done]
     result[rows] = state.point[done]
     result_loss[rows] = state.loss[done]
     fooled[rows] = True
-    return state.keep(~done)
+    siblings = torch.isin(state.groups, state.groups[done]) & ~done
+    result[state.rows[siblings]] = state.best_point[siblings]
+    result_loss[state.rows[siblings]] = state.best_loss[siblings]
+    return state.keep(~(done | siblings))
 
 
 def _feasible(point: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
