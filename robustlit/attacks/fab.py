@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlit.attacks._common import eval_mode, per_sample_norm
+from robustlit.attacks.precision import misclassified
 from robustlit.rng import normal, sample_seeds, uniform
 
 FAB_NORMS = ("Linf", "L2", "L1")
@@ -248,7 +249,7 @@ def _fab_attack(
     with eval_mode(model):
         with torch.no_grad():
             logits = model(x)
-        pending = logits.argmax(dim=1) == labels
+        pending = ~misclassified(model, logits, x, labels)
         if n_target_classes is None:
             runs: list[Tensor | None] = [None]
         else:
@@ -269,7 +270,7 @@ def _fab_attack(
                 else:
                     linearize = _toward_class(model, labels[index], targets[index])
                 adversarial, distance = _fab_run(
-                    linearize, model, x[index], labels[index], start, norm, steps, alpha_max, eta, beta
+                    linearize, model, x[index], labels[index], start, eps, norm, steps, alpha_max, eta, beta
                 )
                 fooled = distance <= eps
                 result[index[fooled]] = adversarial[fooled]
@@ -337,13 +338,18 @@ def _fab_run(
     x0: Tensor,
     labels: Tensor,
     start: Tensor,
+    eps: float,
     norm: str,
     steps: int,
     alpha_max: float,
     eta: float,
     beta: float,
 ) -> tuple[Tensor, Tensor]:
-    """One FAB run along ``linearize``'s boundaries; returns the closest adversarial points and their distances."""
+    """One FAB run along ``linearize``'s boundaries; returns the closest adversarial points and their distances.
+
+    Crossings steer the search as the attacked model sees them; one recorded within ``eps`` must also
+    be misclassified by the model in its own precision (see :func:`~robustlit.attacks.precision.misclassified`).
+    """
     flat0 = x0.flatten(1)
     point = start
     best = x0.clone()
@@ -362,9 +368,13 @@ def _fab_run(
             # lean on the clean input's projection when the current point is far from the boundary
             alpha = (near / (near + far)).clamp(max=alpha_max)
             point = ((1 - alpha) * (point + eta * to_boundary) + alpha * (x0 + eta * from_clean)).clamp(0.0, 1.0)
-            fooled = model(point).argmax(dim=1) != labels
+            logits = model(point)
+            fooled = logits.argmax(dim=1) != labels
             distance = per_sample_norm(point - x0, norm).flatten()
             closer = fooled & (distance < best_distance)
+            # a crossing within ε is a result: the model in its own precision must agree that it is one
+            counts = closer & (distance <= eps)
+            closer[counts] = misclassified(model, logits[counts], point[counts], labels[counts])
             best[closer] = point[closer]
             best_distance[closer] = distance[closer]
             # from a point that crossed, step back towards the clean input to look for a closer crossing

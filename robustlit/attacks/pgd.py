@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlit.attacks._common import check_norm, eval_mode, per_sample_norm, project, resolve_loss, steepest_ascent
+from robustlit.attacks.precision import misclassified
 from robustlit.rng import normal, sample_seeds, uniform
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -96,7 +97,7 @@ def pgd(
             best[index] = adversarial
             if restart + 1 < restarts:
                 with torch.no_grad():
-                    fooled |= model(adversarial).argmax(dim=1) != labels[index]
+                    fooled |= misclassified(model, model(adversarial), adversarial, labels[index])
                 pending[index[fooled]] = False
     return best
 
@@ -126,7 +127,7 @@ def _pgd_run(
         (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), delta)
         with torch.no_grad():
             if keep_best:
-                newly_fooled = (logits.argmax(dim=1) != labels) & ~fooled
+                newly_fooled = misclassified(model, logits, x + delta, labels) & ~fooled
                 first_fooling[newly_fooled] = (x + delta)[newly_fooled]
                 fooled |= newly_fooled
             if norm == "Linf":

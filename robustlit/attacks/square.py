@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlit.attacks._common import eval_mode, margin_loss, per_sample_norm
+from robustlit.attacks.precision import misclassified
 from robustlit.rng import sample_seeds, uniform
 
 SQUARE_NORMS = ("Linf", "L2")
@@ -102,7 +103,7 @@ def square(
     ids = ids.to(x.device)
     best = x.clone()
     with eval_mode(model), torch.no_grad():
-        best_margin = margin_loss(model(x), labels)
+        best_margin = _margin(model, x, labels)
         for restart in range(restarts):
             index = (best_margin <= 0).nonzero().squeeze(1)
             if index.numel() == 0:
@@ -121,7 +122,7 @@ def _square_run(
     """One restart from a fresh initial perturbation; returns the best points and their margins."""
     start = _stripes(x, seeds, eps) if norm == "Linf" else _block_grid(x, seeds, eps)
     best = (x + start).clamp(0.0, 1.0)
-    margin = margin_loss(model(best), labels)
+    margin = _margin(model, best, labels)
     propose = _linf_proposal if norm == "Linf" else _l2_proposal
     for iteration in range(queries):
         active = (margin <= 0).nonzero().squeeze(1)
@@ -130,11 +131,23 @@ def _square_run(
         p = p_schedule(iteration, queries, p_init)
         # counter 0 drew the initial perturbation
         candidate = propose(x[active], best[active], seeds[active], eps, p, iteration + 1)
-        new_margin = margin_loss(model(candidate), labels[active])
+        new_margin = _margin(model, candidate, labels[active])
         improved = new_margin > margin[active]
         best[active[improved]] = candidate[improved]
         margin[active[improved]] = new_margin[improved]
     return best, margin
+
+
+def _margin(model: nn.Module, points: Tensor, labels: Tensor) -> Tensor:
+    """The margin loss at ``points``, held at 0 where a reduced-precision model's error is not confirmed.
+
+    A positive margin ends the search for a point, so it has to be a real misclassification (see
+    :func:`robustlit.attacks.precision.misclassified`); a point that only looks misclassified stays
+    at the boundary, and the search goes on from there.
+    """
+    logits = model(points)
+    margin = margin_loss(logits, labels)
+    return torch.where(misclassified(model, logits, points, labels), margin, margin.clamp(max=0.0))
 
 
 def _signs(draws: Tensor) -> Tensor:

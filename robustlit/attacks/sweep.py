@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from robustlit.attacks._common import check_norm, eval_mode
 from robustlit.attacks.autoattack import AutoAttackResult, autoattack
+from robustlit.attacks.precision import accepts_channels_last, with_precision
 
 AUTOATTACK_NAMES = {"autoattack": "standard", "autoattack-plus": "plus", "autoattack-rand": "rand"}
 """Sweep names that run an AutoAttack version instead of a single attack."""
@@ -52,9 +53,14 @@ def robustness_curve(
     seed: int = 0,
     sample_ids: Tensor | None = None,
     rel_step_size: float | None = None,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
     **settings: Any,
 ) -> RobustnessCurve:
     """Attack ``(x, y)`` at every ε and return per-point robust flags.
+
+    The attacks may query the model in reduced precision or channels-last format; the flags always
+    come from ``model`` itself.
 
     Args:
         model: Any module mapping images in [0, 1] to logits.
@@ -67,6 +73,9 @@ def robustness_curve(
         seed: Seed of the attacks' per-sample streams.
         sample_ids: Stable sample ids (default: position), so results do not depend on batching.
         rel_step_size: For step-size attacks (PGD), the step as a fraction of ε.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast for the attacks' model queries.
+        channels_last: Channels-last inputs for the attacks' queries; ``None`` uses them for image
+            batches the model accepts.
         **settings: Further keyword arguments of the attack (``steps``, ``restarts`` …).
 
     Returns:
@@ -89,6 +98,9 @@ def robustness_curve(
     radii = sorted(float(e) for e in eps)
     if not radii or radii[0] < 0:
         raise ValueError(f"eps must be a non-empty list of radii >= 0, got {list(eps)}")
+    if channels_last is None:
+        channels_last = accepts_channels_last(model, x)
+    attacker = with_precision(model, precision, channels_last)
     with eval_mode(model), torch.no_grad():
         clean = model(x).argmax(dim=1) == y
     curve = RobustnessCurve(eps=radii, clean=clean)
@@ -98,12 +110,12 @@ def robustness_curve(
             flags = clean.clone()
         elif attack in AUTOATTACK_NAMES:
             result = autoattack(model, x, y, eps=radius, norm=norm, version=AUTOATTACK_NAMES[attack], seed=seed,
-                                sample_ids=sample_ids, **settings)
+                                sample_ids=sample_ids, precision=precision, channels_last=channels_last, **settings)
             curve.autoattack[radius] = result
             flags = result.robust
         else:
             step = {} if rel_step_size is None else {"alpha": rel_step_size * radius}
-            adversarial = ATTACKS[attack](model, x, y, eps=radius, norm=norm, seed=seed, sample_ids=sample_ids,
+            adversarial = ATTACKS[attack](attacker, x, y, eps=radius, norm=norm, seed=seed, sample_ids=sample_ids,
                                           **step, **settings)
             with eval_mode(model), torch.no_grad():
                 flags = (model(adversarial).argmax(dim=1) == y) & clean

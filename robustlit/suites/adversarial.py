@@ -19,7 +19,7 @@ from robustlit.attacks.checks import (
     run_checks,
     snapshot_state,
 )
-from robustlit.attacks.precision import PRECISIONS, with_precision
+from robustlit.attacks.precision import PRECISIONS
 from robustlit.attacks.sweep import AUTOATTACK_NAMES, robustness_curve
 from robustlit.reporting.schema import Metric
 from robustlit.suites.base import EvaluationSuite
@@ -50,8 +50,10 @@ class AdversarialSuite(EvaluationSuite):
         restarts: Random restarts of PGD-style attacks.
         seed: Seed of the per-sample random streams.
         precision: ``fp32``, ``bf16`` or ``fp16``: run the model under autocast during attacks (the
-            perturbation and loss stay fp32).
-        channels_last: Feed the model channels-last inputs during attacks.
+            perturbation and loss stay fp32). Correct and wrong predictions are always counted by the
+            model in its own precision.
+        channels_last: Feed the model channels-last inputs during attacks; ``None`` (the default)
+            does so for image batches the model accepts.
         checks: Run the gradient-masking checks.
         batch_size: Points attacked at once by AutoAttack (default: the whole loader batch).
         limit: Only attack the first ``limit`` test samples.
@@ -74,7 +76,7 @@ class AdversarialSuite(EvaluationSuite):
         restarts: int = 1,
         seed: int = 0,
         precision: str = "fp32",
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         checks: bool = True,
         batch_size: int | None = None,
         limit: int | None = None,
@@ -136,12 +138,11 @@ class AdversarialSuite(EvaluationSuite):
             self._state_before = snapshot_state(model)
             if self.checks:
                 self.warnings.extend(run_checks(model, x, y))
-        target = with_precision(model, self.precision, self.channels_last)
         for norm, radii in self.eps.items():
             worst = {radius: torch.ones_like(y, dtype=torch.bool) for radius in radii}
             for attack in self.attacks:
                 curve = robustness_curve(
-                    target,
+                    model,
                     x,
                     y,
                     eps=radii,
@@ -149,6 +150,8 @@ class AdversarialSuite(EvaluationSuite):
                     attack=attack,
                     seed=self.seed,
                     sample_ids=sample_ids,
+                    precision=self.precision,
+                    channels_last=self.channels_last,
                     **self._settings(attack),
                 )
                 for radius in radii:
