@@ -6,8 +6,14 @@ one process, and prints one row per attack with both libraries' numbers and the 
 Peers (bench-only dependencies, installed without their pinned dependencies):
     .venv/bin/pip install --no-deps torchattacks==3.5.1 pyautoattack==0.2.0
 
+robustlit's attacks query the model with channels-last inputs (its default for image batches; turn it
+off with ``--contiguous``) and, with ``--precision bf16``, under bf16 autocast. Accuracies are always
+counted by the plain fp32 model, so a faster setting can only show up as a weaker attack, never as a
+stronger one.
+
 Usage:
     .venv/bin/python benchmarks/attacks.py --n 200 --attacks pgd10 pgd50 apgd-ce autoattack
+    .venv/bin/python benchmarks/attacks.py --n 100 --attacks autoattack --precision bf16
     .venv/bin/python benchmarks/attacks.py --device cuda --n 1000 --precision bf16
 """
 
@@ -26,7 +32,7 @@ from torch import Tensor, nn
 
 from robustlit.attacks import apgd, pgd
 from robustlit.attacks.autoattack import autoattack
-from robustlit.attacks.precision import with_precision
+from robustlit.attacks.precision import accepts_channels_last, with_precision
 from robustlit.data import ImageFolderDataModule
 from robustlit.models import SmallCNN
 
@@ -81,14 +87,18 @@ def forward_backward_seconds(model: nn.Module, x: Tensor, y: Tensor, device: str
     return sorted(times)[len(times) // 2]
 
 
-def ours(name: str, model: nn.Module, x: Tensor, y: Tensor) -> Tensor | None:
-    """robustlit's version of attack ``name``; ``None`` when it reports robust flags instead of inputs."""
+def ours(name: str, model: nn.Module, fast_model: nn.Module, x: Tensor, y: Tensor, precision: str,
+         channels_last: bool) -> Tensor:
+    """robustlit's adversarial examples for attack ``name``; single attacks query ``fast_model``."""
     if name.startswith("pgd"):
-        return pgd(model, x, y, eps=EPS, alpha=ALPHA, steps=int(name[3:]), keep_best=False)
+        return pgd(fast_model, x, y, eps=EPS, alpha=ALPHA, steps=int(name[3:]), keep_best=False)
     if name == "apgd-ce":
-        return apgd(model, x, y, eps=EPS, loss="ce", steps=100)
+        return apgd(fast_model, x, y, eps=EPS, loss="ce", steps=100)
     if name == "autoattack":
-        return autoattack(model, x, y, eps=EPS, version="standard").adversarial
+        result = autoattack(model, x, y, eps=EPS, version="standard", precision=precision, channels_last=channels_last)
+        print("  robustlit AutoAttack seconds per attack: "
+              + ", ".join(f"{attack} {seconds:.1f}" for attack, seconds in result.seconds.items()))
+        return result.adversarial
     raise ValueError(name)
 
 
@@ -119,23 +129,29 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                         help="autocast precision for robustlit's attacks (the peers always run fp32)")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="feed robustlit's attacks contiguous (NCHW) inputs instead of channels-last ones")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/robustlit-bench"), help="where to extract CIFAR-10")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     model = load_model(args.device)
     x, y = (t.to(args.device) for t in load_points(args.n, args.cache))
-    fast_model = with_precision(model, args.precision, channels_last=args.device == "cuda")
+    channels_last = not args.contiguous and accepts_channels_last(model, x)
+    fast_model = with_precision(model, args.precision, channels_last)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
     print(f"# {time.strftime('%Y-%m-%d')} {device_name}, torch {torch.__version__}, {torch.get_num_threads()} threads,"
-          f" n={args.n}, robustlit precision={args.precision}")
+          f" n={args.n}, robustlit precision={args.precision}, channels_last={channels_last}")
     print(f"clean accuracy: {accuracy(model, x, y):.3f}")
-    fwd_bwd = forward_backward_seconds(model, x, y, args.device)
-    print(f"forward+backward on the batch: {fwd_bwd:.3f} s")
+    fwd_bwd = forward_backward_seconds(fast_model, x, y, args.device)
+    print(f"forward+backward on the batch (robustlit's model settings): {fwd_bwd:.3f} s;"
+          f" plain fp32: {forward_backward_seconds(model, x, y, args.device):.3f} s")
     print("| attack | robustlit acc | robustlit s | peer | peer acc | peer s | speed-up |")
     print("|---|---|---|---|---|---|---|")
     for name in args.attacks:
-        adversarial, seconds = timed(partial(ours, name, fast_model, x, y), args.device)
+        adversarial, seconds = timed(
+            partial(ours, name, model, fast_model, x, y, args.precision, channels_last), args.device
+        )
         ours_acc = accuracy(model, adversarial, y)
         try:
             (peer_name, peer_adversarial), peer_seconds = timed(partial(peer, name, model, x, y, args.device),
