@@ -208,7 +208,7 @@ def test_suite_reports_curves_worst_case_and_autoattack_components(batch):
     assert suite.warnings == []
 
 
-def test_suite_with_autoattack_adds_component_rows(batch, monkeypatch):
+def test_suite_with_autoattack_adds_component_rows(batch, monkeypatch, capsys):
     x, y = batch
     suite = AdversarialSuite(attacks=["autoattack"], eps={"Linf": ["8/255"]}, checks=False)
     monkeypatch.setitem(VERSIONS["standard"], "Linf", [("fgsm", {}), ("pgd", {"steps": 3})])
@@ -216,6 +216,12 @@ def test_suite_with_autoattack_adds_component_rows(batch, monkeypatch):
     final = [m for m in metrics if m.name == "robust_accuracy"]
     after = {m.context["component"]: m.value for m in metrics if m.name == "robust_accuracy_after"}
     assert list(after) == ["fgsm", "pgd"] and after["fgsm"] >= after["pgd"] == final[0].value
+    bars = capsys.readouterr().err
+    assert "fgsm (Linf, eps=0.03137)" in bars and "pgd (Linf, eps=0.03137)" in bars  # one progress bar each
+    AdversarialSuite(attacks=["autoattack"], eps={"Linf": ["8/255"]}, checks=False, progress=False).evaluate(
+        _model(), [(x, y)]
+    )
+    assert "fgsm (Linf" not in capsys.readouterr().err
 
 
 def test_curves_plot_to_png(tmp_path):

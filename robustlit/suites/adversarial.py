@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 
@@ -56,6 +56,7 @@ class AdversarialSuite(EvaluationSuite):
             does so for image batches the model accepts.
         checks: Run the gradient-masking checks.
         batch_size: Points attacked at once by AutoAttack (default: the whole loader batch).
+        progress: Show a progress bar per AutoAttack component (on rank 0), with the points still robust.
         limit: Only attack the first ``limit`` test samples.
         stages: Loops to run in.
 
@@ -79,6 +80,7 @@ class AdversarialSuite(EvaluationSuite):
         channels_last: bool | None = None,
         checks: bool = True,
         batch_size: int | None = None,
+        progress: bool = True,
         limit: int | None = None,
         stages: tuple[str, ...] | list[str] = ("test",),
     ) -> None:
@@ -111,6 +113,7 @@ class AdversarialSuite(EvaluationSuite):
         self.channels_last = channels_last
         self.checks = checks
         self.batch_size = batch_size
+        self.progress = progress
         self.warnings: list[MaskingWarning] = []
 
     def reset(self) -> None:
@@ -127,7 +130,7 @@ class AdversarialSuite(EvaluationSuite):
 
     def _settings(self, attack: str) -> dict[str, Any]:
         if attack in AUTOATTACK_NAMES:
-            return {"batch_size": self.batch_size}
+            return {"batch_size": self.batch_size, "progress": self.progress and rank_zero_only.rank == 0}
         if attack in _STEP_ATTACKS:
             return {"steps": self.steps, "restarts": self.restarts, "rel_step_size": self.rel_step_size}
         return {}
