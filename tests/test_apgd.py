@@ -189,6 +189,32 @@ def test_side_by_side_runs_fool_the_same_points_as_runs_one_after_another(batch,
         assert (per_sample_norm(together - x, norm).flatten() <= settings["eps"] * (1 + 1e-5)).all()
 
 
+def test_l1_large_reps_searches_3_then_2_then_1_eps_and_returns_a_point_in_the_eps_ball():
+    """The reference's L1 schedule: 30 steps at 3ε, 30 at 2ε, 40 at ε, each stage from the last one's best point."""
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    with torch.no_grad():
+        linear[1].bias.copy_(torch.tensor([100.0, 0.0, 0.0, 0.0]))  # class 0 wins anywhere in the box
+    x, y, eps = torch.full((1, 3, 2, 2), 0.5), torch.tensor([0]), 0.5
+    distances = []
+
+    class Spy(nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            distances.append(float((z.detach() - x).abs().sum()))
+            return linear(z)
+
+    adversarial = apgd(Spy(), x, y, eps=eps, norm="L1", steps=100, large_reps=True)
+    clean, first, second, last = distances[0], distances[1:32], distances[32:63], distances[63:]
+    assert clean == 0 and len(last) == 41  # one clean pass, then (1 + steps) passes per stage
+    assert 2 * eps < max(first) <= 3 * eps + 1e-5
+    assert eps < max(second) <= 2 * eps + 1e-5
+    assert max(last) <= eps + 1e-5
+    assert float((adversarial - x).abs().sum()) <= eps + 1e-5
+    with pytest.raises(ValueError, match="schedule for L1"):
+        apgd(Spy(), x, y, eps=eps, norm="Linf", large_reps=True)
+    with pytest.raises(ValueError, match="steps >= 3"):
+        apgd_targeted(Spy(), x, y, eps=eps, norm="L1", steps=2, large_reps=True)
+
+
 def test_returns_clean_inputs_for_misclassified_points_and_fooling_points_otherwise(batch):
     model = small_cnn(width=16, max_pool=True).eval()
     x, y = batch

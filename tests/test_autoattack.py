@@ -39,7 +39,10 @@ def test_reference_plans():
     assert standard["apgd-ce"] == {"steps": 100, "restarts": 1}
     assert standard["apgd-t"]["n_target_classes"] == 9 and standard["fab-t"]["n_target_classes"] == 9
     assert standard["square"] == {"queries": 5000, "p_init": 0.8, "restarts": 1}
-    assert dict(autoattack_plan("standard", "L1"))["apgd-t"]["n_target_classes"] == 5
+    assert [n for n, _ in autoattack_plan("standard", "L1")] == ["apgd-ce", "apgd-t", "fab-t"]
+    l1 = dict(autoattack_plan("standard", "L1"))
+    assert l1["apgd-ce"] == {"steps": 100, "restarts": 5, "large_reps": True}
+    assert l1["apgd-t"]["n_target_classes"] == 5 and l1["apgd-t"]["large_reps"]
     plus = autoattack_plan("plus", "Linf")
     assert [n for n, _ in plus] == ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
     assert dict(plus)["apgd-ce"]["restarts"] == dict(plus)["fab"]["restarts"] == 5

@@ -10,6 +10,7 @@ checkpoints where the loss stopped improving, and each halving restarts from the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 
@@ -48,6 +49,7 @@ def apgd(
     seed: int = 0,
     sample_ids: Tensor | None = None,
     parallel: bool | None = None,
+    large_reps: bool = False,
 ) -> Tensor:
     """Untargeted Auto-PGD (APGD-CE with ``loss="ce"``, APGD-DLR with ``loss="dlr"``).
 
@@ -84,6 +86,10 @@ def apgd(
         parallel: Run a point's restarts side by side in one batch of ``N × restarts`` rows instead of
             one after another; see :func:`apgd_targeted`. The fooled points are the same; ``None`` runs
             side by side except on the CPU.
+        large_reps: L1 only: the reference's schedule for L1 AutoAttack. Each run spends 30% of its
+            steps in the ball of radius 3ε, 30% at 2ε and the rest at ε, each stage starting from the
+            previous stage's point of highest loss projected onto the smaller ball; only the last stage
+            can fool a point.
 
     Returns:
         Adversarial inputs (detached) in the ε-ball and in [0, 1]: for each point the first iterate
@@ -98,7 +104,7 @@ def apgd(
         >>> bool(((x_adv - x).abs() <= 8 / 255 + 1e-6).all())
         True
     """
-    _check_arguments(eps, norm, steps, restarts, rho)
+    _check_arguments(eps, norm, steps, restarts, rho, large_reps)
     loss_fn = resolve_loss(loss)
 
     def rounds(_clean_logits: Tensor) -> Iterator[Round]:
@@ -106,7 +112,7 @@ def apgd(
             yield restart, _untargeted_loss(loss_fn, y)
 
     return _attack(model, x, y, rounds, eps=eps, norm=norm, steps=steps, rho=rho, seed=seed, sample_ids=sample_ids,
-                   parallel=parallel)
+                   parallel=parallel, large_reps=large_reps)
 
 
 def apgd_targeted(
@@ -123,6 +129,7 @@ def apgd_targeted(
     seed: int = 0,
     sample_ids: Tensor | None = None,
     parallel: bool | None = None,
+    large_reps: bool = False,
 ) -> Tensor:
     """Targeted Auto-PGD (APGD-T): APGD on the targeted DLR loss towards each of the top target classes.
 
@@ -152,6 +159,7 @@ def apgd_targeted(
         sample_ids: Stable ids of the samples (default: their position), as in :func:`apgd`.
         parallel: Run all targets and restarts of a point side by side (see above); ``None`` does so
             except on the CPU.
+        large_reps: L1 only: the reference's 3ε → 2ε → ε schedule per run, as in :func:`apgd`.
 
     Returns:
         Adversarial inputs (detached) in the ε-ball and in [0, 1], chosen as in :func:`apgd`.
@@ -166,7 +174,7 @@ def apgd_targeted(
         >>> apgd_targeted(model, x, y, eps=0.5, norm="L2", steps=10, n_target_classes=2).shape
         torch.Size([4, 3, 2, 2])
     """
-    _check_arguments(eps, norm, steps, restarts, rho)
+    _check_arguments(eps, norm, steps, restarts, rho, large_reps)
     if n_target_classes < 1:
         raise ValueError(f"n_target_classes must be at least 1, got {n_target_classes}")
     labels = _labels(y)
@@ -184,7 +192,7 @@ def apgd_targeted(
                 yield (rank - 1) * restarts + restart, _targeted_loss(labels, ranking[:, rank])
 
     return _attack(model, x, y, rounds, eps=eps, norm=norm, steps=steps, rho=rho, seed=seed, sample_ids=sample_ids,
-                   parallel=parallel)
+                   parallel=parallel, large_reps=large_reps)
 
 
 def _untargeted_loss(loss_fn: LossFn, y: Tensor) -> Callable[[Tensor], RunLoss]:
@@ -230,8 +238,26 @@ def checkpoints(steps: int, norm: str = "Linf") -> list[int]:
     return marks
 
 
-def _check_arguments(eps: float, norm: str, steps: int, restarts: int, rho: float) -> None:
+def large_reps_stages(eps: float, steps: int) -> list[tuple[float, int]]:
+    """The reference's L1 "large reps" stages: (radius, steps) at 3ε, 2ε and ε.
+
+    The first two stages get ``⌈0.3 · steps⌉`` steps each (fewer for tiny budgets, so the last stage
+    keeps at least one) and the last stage the rest.
+
+    Example:
+        >>> large_reps_stages(12.0, 100)
+        [(36.0, 30), (24.0, 30), (12.0, 40)]
+    """
+    first = min(math.ceil(0.3 * steps), (steps - 1) // 2)
+    return [(3.0 * eps, first), (2.0 * eps, first), (eps, steps - 2 * first)]
+
+
+def _check_arguments(eps: float, norm: str, steps: int, restarts: int, rho: float, large_reps: bool = False) -> None:
     check_norm(norm)
+    if large_reps and norm != "L1":
+        raise ValueError(f"large_reps is the reference's schedule for L1 attacks; norm={norm!r} does not use it")
+    if large_reps and steps < 3:
+        raise ValueError(f"large_reps splits the steps over 3 radii and needs steps >= 3, got steps={steps}")
     if eps < 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
     if steps < 1 or restarts < 1:
@@ -257,6 +283,7 @@ def _attack(
     seed: int,
     sample_ids: Tensor | None,
     parallel: bool | None,
+    large_reps: bool = False,
 ) -> Tensor:
     """Run the rounds on the points classified correctly, one after another or side by side."""
     x = x.detach()
@@ -279,7 +306,7 @@ def _attack(
             if index.numel() == 0:
                 break
             adversarial, loss, fooled = _run_side_by_side(model, x, labels, ids, index, batch, eps, norm, steps,
-                                                          rho, seed)
+                                                          rho, seed, large_reps)
             better = fooled | (loss > result_loss[index])
             result[index[better]] = adversarial[better]
             result_loss[index[better]] = loss[better]
@@ -289,7 +316,7 @@ def _attack(
 
 def _run_side_by_side(
     model: nn.Module, x: Tensor, labels: Tensor, ids: Tensor, index: Tensor, batch: list[Round], eps: float,
-    norm: str, steps: int, rho: float, seed: int,
+    norm: str, steps: int, rho: float, seed: int, large_reps: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run the rounds of ``batch`` at once on the points ``index``, as ``len(batch)`` rows per point.
 
@@ -298,8 +325,10 @@ def _run_side_by_side(
     """
     n, runs = index.numel(), len(batch)
     points = index.repeat(runs)
+    stages = large_reps_stages(eps, steps) if large_reps else [(eps, steps)]
     start = torch.cat([
-        _random_start(x[index], eps, norm, sample_seeds(seed, ids[index], stream=stream)) for stream, _ in batch
+        _random_start(x[index], stages[0][0], norm, sample_seeds(seed, ids[index], stream=stream))
+        for stream, _ in batch
     ])
     losses = [loss_for(index) for _, loss_for in batch]
 
@@ -315,8 +344,14 @@ def _run_side_by_side(
         ])
 
     groups = torch.arange(n, device=x.device).repeat(runs)
-    adversarial, loss, fooled = _apgd_run(model, x[points], labels[points], loss_fn, start, eps, norm, steps, rho,
-                                          groups)
+    rows_x, rows_labels = x[points], labels[points]
+    for (radius, stage_steps), (next_radius, _) in zip(stages, stages[1:], strict=False):
+        # a larger ball only looks for a good start: no row stops, and the next stage begins at its best iterate
+        best, _, _ = _apgd_run(model, rows_x, rows_labels, loss_fn, start, radius, norm, stage_steps, rho, groups,
+                               retire=False, sparsity_from_start=True)
+        start = _feasible(best, rows_x, next_radius, norm)
+    adversarial, loss, fooled = _apgd_run(model, rows_x, rows_labels, loss_fn, start, eps, norm, stages[-1][1], rho,
+                                          groups, sparsity_from_start=large_reps)
     # per point: the first fooling row, else the row of highest loss (the first on ties)
     score = torch.where(fooled, float("inf"), loss).view(runs, n)
     pick = score.argmax(dim=0) * n + torch.arange(n, device=x.device)
@@ -379,10 +414,15 @@ def _apgd_run(
     steps: int,
     rho: float,
     groups: Tensor,
+    retire: bool = True,
+    sparsity_from_start: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One APGD run; returns the adversarial points, their loss and which of them fool the model.
 
-    Rows sharing a ``groups`` id are runs on the same point: when one fools the model, all stop.
+    Rows sharing a ``groups`` id are runs on the same point: when one fools the model, all stop. With
+    ``retire=False`` no row stops early and each returns its iterate of highest loss. For L1,
+    ``sparsity_from_start`` sizes the first steps by the start's support (support / 1.5), as the
+    reference does for a given starting point, instead of 20 % of the coordinates.
     """
     n, dims = x.shape[0], x[0].numel()
     result, result_loss = x.clone(), torch.full((n,), float("-inf"), device=x.device)
@@ -390,15 +430,20 @@ def _apgd_run(
     rows = torch.arange(n, device=x.device)
     logits, loss, grad = _loss_and_grad(model, start, rows, loss_fn)
     initial_step = eps if norm == "L1" else 2.0 * eps
+    support = torch.full((n,), float(dims), device=x.device)
+    sparsity = torch.full((n,), L1_INITIAL_SPARSITY, device=x.device)
+    if sparsity_from_start:
+        support = (start != x).flatten(1).sum(dim=1).to(sparsity.dtype)
+        sparsity = support / dims / 1.5
     state = _Points(
         rows=rows, groups=groups, x=x, point=start, previous=start, grad=grad, loss=loss, best_point=start.clone(),
         best_grad=grad.clone(), best_loss=loss.clone(), step=torch.full((n,), initial_step, device=x.device),
         increases=torch.zeros(n, device=x.device), best_loss_at_check=loss.clone(),
         reduced_at_check=torch.ones(n, dtype=torch.bool, device=x.device),
-        sparsity=torch.full((n,), L1_INITIAL_SPARSITY, device=x.device),
-        support_at_check=torch.full((n,), float(dims), device=x.device),
+        sparsity=sparsity, support_at_check=support,
     )
-    state = _retire(model, state, logits, labels, result, result_loss, fooled)
+    if retire:
+        state = _retire(model, state, logits, labels, result, result_loss, fooled)
     marks, last_mark = set(checkpoints(steps, norm)), 0
     for iteration in range(steps):
         if state.rows.numel() == 0:
@@ -413,7 +458,8 @@ def _apgd_run(
             state.best_point[improved] = candidate[improved]
             state.best_grad[improved] = grad[improved]
             state.best_loss[improved] = loss[improved]
-            state = _retire(model, state, logits, labels, result, result_loss, fooled)
+            if retire:
+                state = _retire(model, state, logits, labels, result, result_loss, fooled)
             if iteration + 1 in marks:
                 _checkpoint(state, eps, norm, rho, iteration + 1 - last_mark, dims)
                 last_mark = iteration + 1

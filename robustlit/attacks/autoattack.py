@@ -34,8 +34,11 @@ VERSIONS: dict[str, dict[str, AttackPlan]] = {
                  ("square", _SQUARE)],
         "L2": [("apgd-ce", {"steps": 100, "restarts": 1}), ("apgd-t", _APGD_T), ("fab-t", _FAB_T),
                ("square", _SQUARE)],
-        # The reference's L1 version: APGD with 5 restarts, and APGD-T with 5 target classes.
-        "L1": [("apgd-ce", {"steps": 100, "restarts": 5}), ("apgd-t", {**_APGD_T, "n_target_classes": 5})],
+        # The reference's L1 version: APGD with 5 restarts and APGD-T with 5 target classes, both on the
+        # 3ε → 2ε → ε "large reps" schedule, then FAB-T. (The reference ends with an L1 Square attack,
+        # which robustlit does not have yet.)
+        "L1": [("apgd-ce", {"steps": 100, "restarts": 5, "large_reps": True}),
+               ("apgd-t", {**_APGD_T, "n_target_classes": 5, "large_reps": True}), ("fab-t", _FAB_T)],
     },
     # The reference's plus version: 5 restarts for the untargeted APGD and FAB runs, then the targeted ones.
     "plus": {
