@@ -14,6 +14,7 @@ stronger one.
 Usage:
     .venv/bin/python benchmarks/attacks.py --n 200 --attacks pgd10 pgd50 apgd-ce autoattack
     .venv/bin/python benchmarks/attacks.py --n 100 --attacks autoattack --precision bf16
+    .venv/bin/python benchmarks/attacks.py --n 100 --attacks autoattack-l1     # L1, eps = 12
     .venv/bin/python benchmarks/attacks.py --device cuda --n 1000 --precision bf16
 """
 
@@ -38,6 +39,7 @@ from robustlit.models import SmallCNN
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EPS, ALPHA = 8 / 255, 2 / 255
+L1_EPS = 12.0  # the L1 radius of the reference's CIFAR-10 evaluations
 
 
 def load_points(n: int, cache: Path) -> tuple[Tensor, Tensor]:
@@ -94,8 +96,10 @@ def ours(name: str, model: nn.Module, fast_model: nn.Module, x: Tensor, y: Tenso
         return pgd(fast_model, x, y, eps=EPS, alpha=ALPHA, steps=int(name[3:]), keep_best=False)
     if name == "apgd-ce":
         return apgd(fast_model, x, y, eps=EPS, loss="ce", steps=100)
-    if name == "autoattack":
-        result = autoattack(model, x, y, eps=EPS, version="standard", precision=precision, channels_last=channels_last)
+    if name in ("autoattack", "autoattack-l1"):
+        norm, eps = ("L1", L1_EPS) if name == "autoattack-l1" else ("Linf", EPS)
+        result = autoattack(model, x, y, eps=eps, norm=norm, version="standard", precision=precision,
+                            channels_last=channels_last)
         print("  robustlit AutoAttack seconds per attack: "
               + ", ".join(f"{attack} {seconds:.1f}" for attack, seconds in result.seconds.items()))
         return result.adversarial
@@ -111,10 +115,11 @@ def peer(name: str, model: nn.Module, x: Tensor, y: Tensor, device: str) -> tupl
     if name == "apgd-ce":
         attack = torchattacks.APGD(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, loss="ce", seed=0)
         return "torchattacks", attack(x, y)
-    if name == "autoattack":
+    if name in ("autoattack", "autoattack-l1"):
         from pyautoattack import AutoAttack
 
-        reference = AutoAttack(model, eps=EPS, norm="Linf", version="standard", device=device, seed=0)
+        norm, eps = ("L1", L1_EPS) if name == "autoattack-l1" else ("Linf", EPS)
+        reference = AutoAttack(model, eps=eps, norm=norm, version="standard", device=device, seed=0)
         adversarial = reference.run_standard_evaluation(x, y, batch_size=len(x))
         # pyautoattack returns (x_adv, y_adv) where the original returned x_adv alone
         return "fra31 reference", adversarial[0] if isinstance(adversarial, tuple) else adversarial
