@@ -89,7 +89,6 @@ def accepts_channels_last(model: nn.Module, x: Tensor) -> bool:
     return True
 
 
-
 def misclassified(model: nn.Module, logits: Tensor, inputs: Tensor, labels: Tensor) -> Tensor:
     """Which rows of ``logits`` are misclassified, as the model decides in its own precision.
 
