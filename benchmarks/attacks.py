@@ -39,7 +39,8 @@ from robustlit.models import SmallCNN
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EPS, ALPHA = 8 / 255, 2 / 255
-L1_EPS = 12.0  # the L1 radius of the reference's CIFAR-10 evaluations
+AUTOATTACK_THREATS = {"autoattack": ("Linf", EPS), "autoattack-l1": ("L1", 12.0)}
+"""AutoAttack rows and their (norm, ε); 12 is the L1 radius of the reference's CIFAR-10 evaluations."""
 
 
 def load_points(n: int, cache: Path) -> tuple[Tensor, Tensor]:
@@ -96,8 +97,8 @@ def ours(name: str, model: nn.Module, fast_model: nn.Module, x: Tensor, y: Tenso
         return pgd(fast_model, x, y, eps=EPS, alpha=ALPHA, steps=int(name[3:]), keep_best=False)
     if name == "apgd-ce":
         return apgd(fast_model, x, y, eps=EPS, loss="ce", steps=100)
-    if name in ("autoattack", "autoattack-l1"):
-        norm, eps = ("L1", L1_EPS) if name == "autoattack-l1" else ("Linf", EPS)
+    if name in AUTOATTACK_THREATS:
+        norm, eps = AUTOATTACK_THREATS[name]
         result = autoattack(model, x, y, eps=eps, norm=norm, version="standard", precision=precision,
                             channels_last=channels_last)
         print("  robustlit AutoAttack seconds per attack: "
@@ -115,10 +116,10 @@ def peer(name: str, model: nn.Module, x: Tensor, y: Tensor, device: str) -> tupl
     if name == "apgd-ce":
         attack = torchattacks.APGD(model, norm="Linf", eps=EPS, steps=100, n_restarts=1, loss="ce", seed=0)
         return "torchattacks", attack(x, y)
-    if name in ("autoattack", "autoattack-l1"):
+    if name in AUTOATTACK_THREATS:
         from pyautoattack import AutoAttack
 
-        norm, eps = ("L1", L1_EPS) if name == "autoattack-l1" else ("Linf", EPS)
+        norm, eps = AUTOATTACK_THREATS[name]
         reference = AutoAttack(model, eps=eps, norm=norm, version="standard", device=device, seed=0)
         adversarial = reference.run_standard_evaluation(x, y, batch_size=len(x))
         # pyautoattack returns (x_adv, y_adv) where the original returned x_adv alone
